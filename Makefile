@@ -1,0 +1,25 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-slow lint bench clean
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	$(BIN)/lookalike --catalog demo-catalog demo
+
+test: setup
+	$(BIN)/ruff check lookalike tests benchmarks
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/embed_bench.py
+	$(BIN)/python benchmarks/query_bench.py
+
+clean:
+	rm -rf demo-catalog .pytest_cache

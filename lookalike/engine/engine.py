@@ -1,0 +1,508 @@
+"""The engine: ties images, encoder, catalogue store and index together.
+
+Every face (CLI, REST API, web page) calls this and nothing below it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lookalike.encoders import DEFAULT_MODEL, Encoder, load_encoder
+from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES, query_views
+from lookalike.engine.pricing import PricedNeighbour, PriceEstimate, absolute_percentage_error, estimate_price
+from lookalike.engine.sources import Problem, SourceEntry, entries_from_folder, entries_from_metadata
+from lookalike.images import DecodeLimits, ImageDecodeError, decode_image
+from lookalike.index import MISSING_KEY, VectorIndex, choose_backend, create_index, load_index
+from lookalike.store import Catalog, CatalogError, Item, ItemFilter
+
+INDEX_FOLDER = "index"
+BATCH_SIZE = 32
+ImageInput = str | os.PathLike | bytes | Image.Image
+
+
+class LookalikeError(RuntimeError):
+    """An error whose message is meant for the user, as is."""
+
+
+@dataclass
+class SearchHit:
+    id: str
+    score: float
+    title: str | None
+    category: str | None
+    price: float | None
+    currency: str | None
+    image_path: str | None
+    extra: dict
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "score": round(self.score, 4), "title": self.title, "category": self.category,
+                "price": self.price, "currency": self.currency, "image_path": self.image_path, "extra": self.extra}
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[SearchHit]
+    took_ms: float
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "results": [hit.to_dict() for hit in self.hits], "took_ms": round(self.took_ms, 1)}
+
+
+@dataclass
+class IndexReport:
+    embedded: int = 0
+    unchanged: int = 0
+    metadata_updated: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class PriceEvaluation:
+    items: int
+    k: int
+    mdape: float
+    mdape_global_median: float
+    mdape_category_median: float
+    interval_coverage: float
+    low_confidence_share: float
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _describe(query: ImageInput) -> str:
+    if isinstance(query, (str, os.PathLike)):
+        return str(query)
+    if isinstance(query, Image.Image):
+        return "<image>"
+    return "<upload>"
+
+
+class Engine:
+    """A catalogue you can add to, remove from, search and price against.
+
+    >>> engine = Engine("catalog")
+    >>> engine.index_sources(["photos/"])
+    >>> engine.search("new_photo.jpg", k=5).hits[0].id
+    """
+
+    def __init__(self, catalog_dir: str | os.PathLike = "catalog", model: str | None = None, index: str = "auto",
+                 encoder: Encoder | None = None, create: bool = True, decode_limits: DecodeLimits = DecodeLimits(),
+                 query_mode: str = DEFAULT_QUERY_MODE):
+        self.catalog = Catalog(catalog_dir, create=create)
+        self.directory = self.catalog.directory
+        self.model_spec = model
+        self._encoder = encoder
+        self.requested_backend = index
+        self.decode_limits = decode_limits
+        if query_mode not in QUERY_MODES:
+            raise LookalikeError(f"unknown query mode {query_mode!r}; choose one of {', '.join(QUERY_MODES)}")
+        self.query_mode = query_mode
+        self._vector_index: VectorIndex | None = None
+        self._index_lock = threading.RLock()
+        self._index_dirty = False
+
+    # -- parts, loaded on first use -------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            spec = self.model_spec or self._stored_model_spec() or DEFAULT_MODEL
+            self._encoder = load_encoder(spec)
+        return self._encoder
+
+    def _stored_model_spec(self) -> str | None:
+        model_id = self.catalog.model_id
+        if not model_id:
+            return None
+        name, pooling, *_ = model_id.split(":")
+        return f"{name}:{pooling}"
+
+    @property
+    def model_id(self) -> str:
+        """The model whose vectors this engine uses: the one asked for, else the
+        catalogue's (so removing or checking items never loads a model)."""
+        if self._encoder is not None or self.model_spec:
+            return self.encoder.model_id
+        return self.catalog.model_id or self.encoder.model_id
+
+    @property
+    def index(self) -> VectorIndex:
+        with self._index_lock:
+            if self._vector_index is None:
+                self.catalog.check_model(self.model_id)
+                self._vector_index = self._load_or_build_index()
+            return self._vector_index
+
+    def _index_state(self) -> dict:
+        return {"generation": self.catalog.generation, "model_id": self.model_id}
+
+    def _load_or_build_index(self) -> VectorIndex:
+        import json
+
+        folder = self.directory / INDEX_FOLDER
+        count = self.catalog.count_vectors(self.model_id)
+        backend = choose_backend(self.requested_backend, count)
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            if state == self._index_state():
+                index = load_index(folder)
+                if index.backend == backend or self.requested_backend == "auto":
+                    return index
+        except (OSError, ValueError, KeyError, RuntimeError):
+            pass  # missing, stale or damaged: rebuilt from the store below
+        index = None
+        for keys, vectors in self.catalog.vectors(self.model_id):
+            index = index or create_index(backend, vectors.shape[1])
+            index.add(keys, vectors)
+        index = index or create_index(backend, self.encoder.dim)
+        self._vector_index = index
+        self._index_dirty = True
+        self.flush()
+        return index
+
+    def flush(self) -> None:
+        """Save the index if it changed; a reader never sees a half-written one."""
+        import json
+
+        with self._index_lock:
+            if not self._index_dirty or self._vector_index is None:
+                return
+            final = self.directory / INDEX_FOLDER
+            fresh = self.directory / f"{INDEX_FOLDER}.new-{os.getpid()}"
+            old = self.directory / f"{INDEX_FOLDER}.old-{os.getpid()}"
+            shutil.rmtree(fresh, ignore_errors=True)
+            self._vector_index.save(fresh)
+            (fresh / "state.json").write_text(json.dumps(self._index_state()))
+            if final.exists():
+                final.rename(old)
+            fresh.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+            self._index_dirty = False
+
+    def close(self) -> None:
+        self.flush()
+        self.catalog.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- embedding --------------------------------------------------------------------
+    def _decode(self, source: ImageInput, target_size: int | None) -> Image.Image:
+        if isinstance(source, Image.Image):
+            return source.convert("RGB")
+        return decode_image(source, target_size=target_size, limits=self.decode_limits)
+
+    def _prepare(self, source: ImageInput) -> np.ndarray:
+        return self.encoder.preprocess(self._decode(source, self.encoder.decode_size))
+
+    def _embed_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if not arrays:
+            return np.zeros((0, self.encoder.dim), np.float32)
+        return np.concatenate([self.encoder.embed_arrays(np.stack(arrays[i : i + BATCH_SIZE]))
+                               for i in range(0, len(arrays), BATCH_SIZE)])
+
+    def embed(self, sources: Sequence[ImageInput]) -> np.ndarray:
+        """One unit vector per image, as stored for catalogue items; raises
+        ImageDecodeError for a bad image."""
+        return self._embed_arrays([self._prepare(source) for source in sources])
+
+    def embed_query(self, query: ImageInput) -> np.ndarray:
+        """Unit vectors of the query's views (see encoders/views.py)."""
+        # Crops need detail, so decode at twice the model's size.
+        image = self._decode(query, 2 * self.encoder.decode_size)
+        return self._embed_arrays([self.encoder.preprocess(view) for view in query_views(image, self.query_mode)])
+
+    def _embed_entries(self, entries: list[SourceEntry], report: IndexReport,
+                       on_batch: Callable[[int], None] | None) -> None:
+        def prepare(entry: SourceEntry):
+            try:
+                return entry, self._prepare(entry.path), None
+            except ImageDecodeError as error:
+                return entry, None, str(error)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending: list[tuple[SourceEntry, np.ndarray]] = []
+            for entry, array, error in pool.map(prepare, entries):
+                if error:
+                    report.problems.append(Problem(str(entry.path), error))
+                    if on_batch:
+                        on_batch(1)
+                    continue
+                pending.append((entry, array))
+                if len(pending) == BATCH_SIZE:
+                    self._store_batch(pending, report, on_batch)
+                    pending = []
+            if pending:
+                self._store_batch(pending, report, on_batch)
+
+    def _store_batch(self, batch: list[tuple[SourceEntry, np.ndarray]], report: IndexReport,
+                     on_batch: Callable[[int], None] | None) -> None:
+        vectors = self.encoder.embed_arrays(np.stack([array for _, array in batch]))
+        items = [entry.item for entry, _ in batch]
+        self.add_vectors(items, vectors)
+        report.embedded += len(batch)
+        if on_batch:
+            on_batch(len(batch))
+
+    # -- writes -------------------------------------------------------------------------
+    def add_vectors(self, items: list[Item], vectors: np.ndarray) -> list[int]:
+        """Store items with precomputed vectors and make them searchable."""
+        with self._index_lock:
+            index = self.index
+            keys = self.catalog.upsert(zip(items, vectors), self.model_id)
+            index.add(np.asarray(keys, np.int64), vectors)
+            self._index_dirty = True
+            return keys
+
+    def add_item(self, item: Item, image: ImageInput) -> Item:
+        """Add one item from an image (path, bytes or PIL image); durable on return."""
+        vector = self.embed([image])
+        self.add_vectors([item], vector)
+        return item
+
+    def index_sources(self, sources: Iterable[str | os.PathLike] = (), metadata: str | os.PathLike | None = None,
+                      on_total: Callable[[int], None] | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> IndexReport:
+        """Index folders/files and/or a metadata file; only new or changed images are embedded."""
+        started = time.perf_counter()
+        report = IndexReport()
+        entries: list[SourceEntry] = []
+        if metadata is not None:
+            found, problems = entries_from_metadata(Path(metadata))
+            entries += found
+            report.problems += problems
+        described = {entry.path for entry in entries}
+        for source in sources:
+            found, problems = entries_from_folder(Path(source))
+            entries += [entry for entry in found if entry.path not in described]
+            report.problems += problems
+        self.catalog.check_model(self.model_id)
+        known = self.catalog.source_states()
+        missing_vectors = {item.id for item in self.catalog.keys_without_vector(self.model_id)}
+        to_embed, metadata_only = [], []
+        for entry in entries:
+            try:
+                stat = entry.path.stat()
+            except OSError as error:
+                report.problems.append(Problem(str(entry.path), f"cannot read file: {error.strerror}"))
+                continue
+            entry.item.image_path = str(entry.path)
+            entry.item.source_size, entry.item.source_mtime_ns = stat.st_size, stat.st_mtime_ns
+            previous = known.get(str(entry.path))
+            if previous == (entry.item.id, stat.st_size, stat.st_mtime_ns) and entry.item.id not in missing_vectors:
+                current = self.catalog.get(entry.item.id)
+                if current is not None and current.public_dict() != entry.item.public_dict():
+                    metadata_only.append(entry.item)
+                else:
+                    report.unchanged += 1
+            else:
+                to_embed.append(entry)
+        if metadata_only:
+            self.catalog.upsert(((item, None) for item in metadata_only), self.model_id)
+            report.metadata_updated = len(metadata_only)
+        if on_total:
+            on_total(len(to_embed))
+        self._embed_entries(to_embed, report, on_progress)
+        self.flush()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def remove(self, ids: Iterable[str]) -> list[str]:
+        """Remove items; returns the ids that existed. They are never returned again."""
+        with self._index_lock:
+            removed = self.catalog.remove(list(ids))
+            if removed:
+                self.index.remove(np.asarray([item.key for item in removed], np.int64))
+                self._index_dirty = True
+            return [item.id for item in removed]
+
+    def reindex(self, on_total: Callable[[int], None] | None = None,
+                on_progress: Callable[[int], None] | None = None) -> IndexReport:
+        """Re-embed every item with the current model (resumable), then switch to it."""
+        started = time.perf_counter()
+        report = IndexReport()
+        todo = self.catalog.keys_without_vector(self.model_id)
+        if on_total:
+            on_total(len(todo))
+        for start in range(0, len(todo), BATCH_SIZE):
+            batch_items, arrays = [], []
+            for item in todo[start : start + BATCH_SIZE]:
+                try:
+                    arrays.append(self._prepare(item.image_path or ""))
+                    batch_items.append(item)
+                except ImageDecodeError as error:
+                    report.problems.append(Problem(item.id, f"{item.image_path}: {error}"))
+            if arrays:
+                vectors = self.encoder.embed_arrays(np.stack(arrays))
+                self.catalog.replace_vectors([item.key for item in batch_items], vectors, self.model_id)
+                report.embedded += len(batch_items)
+            if on_progress:
+                on_progress(len(todo[start : start + BATCH_SIZE]))
+        if not report.problems:
+            self.catalog.switch_model(self.model_id)
+        with self._index_lock:
+            self._vector_index = None
+        _ = self.index  # rebuild for the new model
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- search ---------------------------------------------------------------------------
+    def _hits(self, keys: np.ndarray, scores: np.ndarray) -> list[SearchHit]:
+        valid = [(int(key), float(score)) for key, score in zip(keys, scores) if key != MISSING_KEY]
+        items = self.catalog.get_many(key for key, _ in valid)
+        return [
+            SearchHit(item.id, score, item.title, item.category, item.price, item.currency, item.image_path, item.extra)
+            for key, score in valid
+            if (item := items.get(key)) is not None
+        ]
+
+    def search_vector(self, vectors: np.ndarray, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+                      exclude_keys: Sequence[int] = ()) -> list[SearchHit]:
+        """Items nearest to a vector, or to any of several views' vectors (an
+        item scores its best view)."""
+        if k < 1:
+            raise LookalikeError("k must be at least 1")
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        allowed = None if item_filter.is_empty() else self.catalog.keys_matching(item_filter)
+        if exclude_keys:
+            base = allowed if allowed is not None else self.index.keys()
+            allowed = base[~np.isin(base, np.asarray(exclude_keys, np.int64))]
+        with self._index_lock:
+            keys, scores = self.index.search(vectors, k, allowed)
+        if len(vectors) == 1:
+            return self._hits(keys[0], scores[0])
+        best: dict[int, float] = {}
+        for key, score in zip(keys.ravel().tolist(), scores.ravel().tolist()):
+            if key != MISSING_KEY and score > best.get(key, -np.inf):
+                best[key] = score
+        ranked = sorted(best.items(), key=lambda pair: -pair[1])[:k]
+        return self._hits(np.asarray([key for key, _ in ranked], np.int64),
+                          np.asarray([score for _, score in ranked], np.float32))
+
+    def search(self, query: ImageInput, k: int = 10, item_filter: ItemFilter = ItemFilter()) -> SearchResult:
+        """Items most similar to a photo (path, bytes or PIL image)."""
+        started = time.perf_counter()
+        hits = self.search_vector(self.embed_query(query), k, item_filter)
+        return SearchResult(_describe(query), hits, (time.perf_counter() - started) * 1000)
+
+    def search_by_id(self, item_id: str, k: int = 10, item_filter: ItemFilter = ItemFilter()) -> SearchResult:
+        """Items most similar to an item already in the catalogue ("more like this")."""
+        started = time.perf_counter()
+        item, vector = self._item_vector(item_id)
+        hits = self.search_vector(vector, k, item_filter, exclude_keys=[item.key])
+        return SearchResult(item_id, hits, (time.perf_counter() - started) * 1000)
+
+    def _item_vector(self, item_id: str) -> tuple[Item, np.ndarray]:
+        item = self.catalog.get(item_id)
+        if item is None:
+            raise LookalikeError(f"no item with id {item_id!r}")
+        vector = self.catalog.vector(item.key, self.model_id)
+        if vector is None:
+            raise LookalikeError(f"item {item_id!r} has no vector of model {self.model_id}; run `lookalike reindex`")
+        return item, vector
+
+    # -- prices ----------------------------------------------------------------------------
+    def estimate_price_for_vector(self, vector: np.ndarray, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+                                  exclude_keys: Sequence[int] = ()) -> PriceEstimate:
+        priced_filter = ItemFilter(item_filter.category, item_filter.min_price, item_filter.max_price, True, item_filter.fields)
+        hits = self.search_vector(vector, k, priced_filter, exclude_keys)
+        currency = hits[0].currency if hits else None
+        neighbours = [PricedNeighbour(hit.id, hit.score, hit.price, hit.title)
+                      for hit in hits if hit.price is not None and hit.currency == currency]
+        return estimate_price(neighbours, currency)
+
+    def estimate_price(self, query: ImageInput, k: int = 10, item_filter: ItemFilter = ItemFilter()) -> PriceEstimate:
+        """What a photographed item may fetch, from the k most similar sold items."""
+        return self.estimate_price_for_vector(self.embed_query(query), k, item_filter)
+
+    def estimate_price_by_id(self, item_id: str, k: int = 10) -> PriceEstimate:
+        item, vector = self._item_vector(item_id)
+        return self.estimate_price_for_vector(vector, k, exclude_keys=[item.key])
+
+    def evaluate_price(self, k: int = 10, limit: int | None = None) -> PriceEvaluation:
+        """Leave-one-out over priced items: our error against two naive baselines."""
+        priced = [item for item in self.catalog.items(ItemFilter(has_price=True)) if item.price]
+        if len(priced) < 3:
+            raise LookalikeError("evaluate-price needs at least 3 items with a price")
+        if limit:
+            priced = priced[:: max(1, len(priced) // limit)][:limit]
+        all_prices = np.asarray([item.price for item in self.catalog.items(ItemFilter(has_price=True))], np.float64)
+        by_category: dict[str | None, list[float]] = {}
+        for item in self.catalog.items(ItemFilter(has_price=True)):
+            by_category.setdefault(item.category, []).append(item.price)
+        ours, global_errors, category_errors, covered, low = [], [], [], 0, 0
+        for item in priced:
+            estimate = self.estimate_price_by_id(item.id, k)
+            if estimate.price is None:
+                continue
+            ours.append(absolute_percentage_error(estimate.price, item.price))
+            covered += estimate.low <= item.price <= estimate.high
+            low += estimate.low_confidence
+            others = all_prices[~np.isclose(all_prices, item.price)] if len(all_prices) > 1 else all_prices
+            global_errors.append(absolute_percentage_error(float(np.median(others if len(others) else all_prices)), item.price))
+            same = list(by_category.get(item.category, []))
+            same.remove(item.price)
+            category_errors.append(absolute_percentage_error(float(np.median(same)) if same else float(np.median(all_prices)), item.price))
+        count = len(ours)
+        return PriceEvaluation(count, k, float(np.median(ours)), float(np.median(global_errors)),
+                               float(np.median(category_errors)), covered / count, low / count)
+
+    # -- about ---------------------------------------------------------------------------------
+    def info(self) -> dict:
+        model_id = self.catalog.model_id
+        return {
+            "catalog": str(self.directory),
+            "items": self.catalog.count(),
+            "vectors": self.catalog.count_vectors(model_id) if model_id else 0,
+            "model_id": model_id,
+            "schema_version": self.catalog.schema_version,
+            "index_backend": self._saved_index_backend(),
+            "categories": [{"category": category, "items": count} for category, count in self.catalog.category_counts()],
+        }
+
+    def _saved_index_backend(self) -> str | None:
+        from lookalike.index.base import read_meta
+
+        try:
+            return read_meta(self.directory / INDEX_FOLDER)["backend"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def check(self) -> list[str]:
+        """Problems that would make results wrong; empty when the catalogue is sound."""
+        problems = self.catalog.integrity_problems()
+        model_id = self.catalog.model_id
+        if model_id is None:
+            return problems
+        missing = self.catalog.keys_without_vector(model_id)
+        if missing:
+            problems.append(f"{len(missing)} items have no vector of model {model_id}, e.g. {missing[0].id!r}")
+        stored = {int(key) for keys, _ in self.catalog.vectors(model_id) for key in keys}
+        indexed = set(self.index.keys().tolist())
+        if stored != indexed:
+            problems.append(f"the index holds {len(indexed)} items and the store {len(stored)}; "
+                            f"{len(stored - indexed)} missing from the index, {len(indexed - stored)} extra")
+        return problems
+
+
+__all__ = ["CatalogError", "Engine", "IndexReport", "LookalikeError", "SearchHit", "SearchResult"]

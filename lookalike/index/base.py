@@ -1,0 +1,81 @@
+"""The index interface every backend implements (hnswlib/usearch style).
+
+Keys are int64 (the catalogue's item keys); vectors are L2-normalised float32,
+so inner product is the cosine similarity. ``allowed`` restricts a search to
+a set of keys: a search returns ``min(k, len(allowed ∩ index))`` results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+MISSING_KEY = -1
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    backend: str
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert vectors; a key already present gets its vector replaced."""
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Forget keys; unknown keys are ignored."""
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, scores), each (n_queries, k), best first; unused slots are
+        MISSING_KEY with score -inf."""
+
+    def keys(self) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None:
+        """Write the index into ``directory`` (a fresh folder: the caller swaps
+        it into place, so a reader never sees a half-written index)."""
+
+
+def as_keys(keys) -> np.ndarray:
+    return np.atleast_1d(np.asarray(keys, dtype=np.int64))
+
+
+def as_vectors(vectors, dim: int) -> np.ndarray:
+    array = np.ascontiguousarray(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
+    if array.shape[1] != dim:
+        raise ValueError(f"vectors have {array.shape[1]} dimensions, the index has {dim}")
+    return array
+
+
+def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k of each row of ``scores`` (n, m) over ``keys`` (m,), padded."""
+    n_queries, n_candidates = scores.shape
+    out_keys = np.full((n_queries, k), MISSING_KEY, dtype=np.int64)
+    out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    take = min(k, n_candidates)
+    if take == 0:
+        return out_keys, out_scores
+    if take < n_candidates:
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    else:
+        part = np.tile(np.arange(n_candidates), (n_queries, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    out_keys[:, :take] = keys[best]
+    out_scores[:, :take] = np.take_along_axis(part_scores, order, axis=1)
+    return out_keys, out_scores
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    (Path(directory) / "meta.json").write_text(json.dumps(meta))
+
+
+def read_meta(directory: Path) -> dict:
+    return json.loads((Path(directory) / "meta.json").read_text())

@@ -1,0 +1,12 @@
+"""The catalogue store: items, metadata and vectors in SQLite."""
+
+from lookalike.store.catalog import (
+    SCHEMA_VERSION,
+    Catalog,
+    CatalogError,
+    Item,
+    ItemFilter,
+    ModelMismatchError,
+)
+
+__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "ModelMismatchError"]
