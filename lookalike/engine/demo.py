@@ -187,3 +187,36 @@ def make_phone_photo(cutout: Image.Image, background: Image.Image, rng: np.rando
     buffer = io.BytesIO()
     canvas.save(buffer, "JPEG", quality=jpeg_quality)
     return buffer.getvalue()
+
+
+def make_demo_queries(stamps: list[Stamp], destination: Path, count: int, seed: int = 7) -> list[tuple[Stamp, Path]]:
+    """Write ``count`` new "phone photos" of catalogue items under ``destination``."""
+    rng = np.random.default_rng(seed)
+    pool = backgrounds()
+    destination.mkdir(parents=True, exist_ok=True)
+    chosen = rng.choice(len(stamps), size=min(count, len(stamps)), replace=False)
+    queries = []
+    for index in chosen:
+        stamp = stamps[int(index)]
+        path = destination / f"phone-photo-of-{stamp.path.stem}.jpg"
+        path.write_bytes(make_phone_photo(load_cutout(stamp), pool[int(rng.integers(len(pool)))], rng))
+        queries.append((stamp, path))
+    return queries
+
+
+def run_demo(engine, query_count: int, show_result, show_estimate, show_report) -> None:
+    """Build the demo catalogue in the engine's folder (once), then search it
+    with new phone photos of a few of its items and estimate their prices."""
+    stamps = list_stamps()
+    print(f"building the demo catalogue in {engine.directory} from {len(stamps)} real photos "
+          "(tuxpaint-stamps-default); prices are GENERATED for the demo")
+    metadata = build_demo_catalogue_folder(engine.directory, stamps)
+    show_report(engine.index_sources([], metadata))
+    queries = make_demo_queries(stamps, engine.directory / "queries", query_count)
+    for stamp, path in queries:
+        print(f"\nquery: {path}\n  (a new photo of catalogue item {stamp.id!r}, {stamp.title}, on another background)")
+        result = engine.search(path, k=5)
+        show_result(result)
+        show_estimate(engine.estimate_price(path, k=10))
+    if queries:
+        print(f"\ntry your own: lookalike --catalog {engine.directory} search PHOTO.jpg")

@@ -1,0 +1,296 @@
+"""The `lookalike` command line: a thin face over the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from lookalike.encoders import DEFAULT_MODEL
+from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES
+from lookalike.engine import Engine, IndexReport, LookalikeError, PriceEstimate, SearchResult
+from lookalike.images import ImageDecodeError
+from lookalike.index import BACKENDS
+from lookalike.store import CatalogError, ItemFilter
+
+
+class CliError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookalike", description="Reverse image search for catalogues of sold items.")
+    parser.add_argument("--catalog", default=os.environ.get("LOOKALIKE_CATALOG", "catalog"),
+                        help="catalogue folder (env LOOKALIKE_CATALOG, default ./catalog)")
+    parser.add_argument("--model", default=None, help=f"encoder, e.g. {DEFAULT_MODEL} or efficientnet-lite2:avg "
+                        "(default: the catalogue's model, else {DEFAULT_MODEL})")
+    parser.add_argument("--index", default="auto", choices=["auto", *BACKENDS], help="index backend (default: by size)")
+    parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
+                        help="search with the whole photo only (single) or also with crops of it (crops, default)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="add photos (folders are walked) and/or a metadata file to the catalogue")
+    index.add_argument("sources", nargs="*", help="image files or folders")
+    index.add_argument("--metadata", help="CSV or JSONL with columns id,image,title,category,price,currency,sold_at,...")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def add_filters(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--category", help="only items of this category")
+        command.add_argument("--min-price", type=float, help="only items sold for at least this")
+        command.add_argument("--max-price", type=float, help="only items sold for at most this")
+        command.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                             help="only items whose extra field equals VALUE (repeatable)")
+
+    search = commands.add_parser("search", help="find the catalogue items most similar to photos or to an item")
+    search.add_argument("images", nargs="*", help="query photos")
+    search.add_argument("--id", dest="item_id", help="search by an item already in the catalogue (more like this)")
+    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("--json", action="store_true", help="one JSON object per query")
+    add_filters(search)
+
+    estimate = commands.add_parser("estimate", help="estimate what the item in a photo will fetch")
+    estimate.add_argument("image", nargs="?", help="photo of the item")
+    estimate.add_argument("--id", dest="item_id", help="estimate for an item already in the catalogue (itself left out)")
+    estimate.add_argument("-k", type=int, default=10, help="number of similar sold items to use (default 10)")
+    estimate.add_argument("--json", action="store_true")
+    add_filters(estimate)
+
+    remove = commands.add_parser("remove", help="remove items by id")
+    remove.add_argument("ids", nargs="+")
+
+    commands.add_parser("info", help="what the catalogue holds").add_argument("--json", action="store_true")
+    commands.add_parser("check", help="verify the catalogue: database integrity, vectors, index")
+    reindex = commands.add_parser("reindex", help="re-embed every item with the current model (--model)")
+    reindex.add_argument("--quiet", action="store_true")
+
+    evaluate_price = commands.add_parser("evaluate-price", help="leave-one-out price error against two baselines")
+    evaluate_price.add_argument("-k", type=int, default=10)
+    evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many items")
+    evaluate_price.add_argument("--json", action="store_true")
+
+    demo = commands.add_parser("demo", help="build the demo catalogue from bundled real photos and search it")
+    demo.add_argument("--queries", type=int, default=3, help="example searches to show (default 3)")
+    return parser
+
+
+def _filter(args: argparse.Namespace) -> ItemFilter:
+    fields = []
+    for condition in args.where:
+        name, separator, value = condition.partition("=")
+        if not separator or not name:
+            raise CliError(f"--where expects FIELD=VALUE, got {condition!r}")
+        fields.append((name, value))
+    return ItemFilter(category=args.category, min_price=args.min_price, max_price=args.max_price, fields=tuple(fields))
+
+
+def _progress(quiet: bool, description: str):
+    """(on_total, on_progress, close) callbacks driving a tqdm bar with images/s."""
+    if quiet:
+        return None, None, lambda: None
+    from tqdm import tqdm
+
+    bar = {}
+
+    def on_total(total: int) -> None:
+        bar["bar"] = tqdm(total=total, unit="img", desc=description, file=sys.stderr, dynamic_ncols=True)
+
+    def on_progress(count: int) -> None:
+        bar["bar"].update(count)
+
+    return on_total, on_progress, lambda: bar.get("bar") and bar["bar"].close()
+
+
+def _print_report(report: IndexReport, verb: str = "embedded") -> None:
+    print(f"{verb} {report.embedded} images in {report.seconds:.1f} s ({report.images_per_second:.1f} img/s); "
+          f"{report.unchanged} unchanged, {report.metadata_updated} with new metadata, {len(report.problems)} skipped")
+    for problem in report.problems:
+        print(f"  skipped {problem}")
+
+
+def _money(value: float | None, currency: str | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f} {currency or ''}".strip()
+
+
+def _print_result(result: SearchResult) -> None:
+    print(f"{result.query}  ({len(result.hits)} results, {result.took_ms:.0f} ms)")
+    if not result.hits:
+        print("  no matching items")
+        return
+    width = min(48, max(len(hit.id) for hit in result.hits))
+    print(f"  {'#':>2}  {'score':>5}  {'id':<{width}}  {'title':<28}  {'category':<14}  price")
+    for rank, hit in enumerate(result.hits, 1):
+        print(f"  {rank:>2}  {hit.score:5.3f}  {hit.id[:width]:<{width}}  {(hit.title or '')[:28]:<28}  "
+              f"{(hit.category or '')[:14]:<14}  {_money(hit.price, hit.currency)}")
+
+
+def _print_estimate(estimate: PriceEstimate) -> None:
+    if estimate.price is None:
+        print("no similar item with a price: no estimate")
+        return
+    note = "  LOW CONFIDENCE: no close match" if estimate.low_confidence else ""
+    print(f"estimated price {_money(estimate.price, estimate.currency)} "
+          f"(likely {_money(estimate.low, estimate.currency)} to {_money(estimate.high, estimate.currency)}), "
+          f"from {len(estimate.neighbours)} similar sold items, best match {estimate.best_score:.2f}{note}")
+    for neighbour in estimate.neighbours[:5]:
+        print(f"  {neighbour.score:5.3f}  {_money(neighbour.price, estimate.currency):>10}  {neighbour.id}  {neighbour.title or ''}")
+
+
+def _cmd_index(engine: Engine, args: argparse.Namespace) -> int:
+    if not args.sources and not args.metadata:
+        raise CliError("give at least one image folder or file, or --metadata FILE")
+    on_total, on_progress, close = _progress(args.quiet, "embedding")
+    try:
+        report = engine.index_sources(args.sources, args.metadata, on_total, on_progress)
+    finally:
+        close()
+    _print_report(report)
+    return 0
+
+
+def _cmd_search(engine: Engine, args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.item_id):
+        raise CliError("give query images or --id ITEM, not both")
+    item_filter = _filter(args)
+    failures = 0
+    results = []
+    if args.item_id:
+        results.append(engine.search_by_id(args.item_id, args.k, item_filter))
+    for image in args.images:
+        try:
+            results.append(engine.search(image, args.k, item_filter))
+        except ImageDecodeError as error:
+            failures += 1
+            print(f"lookalike: error: {image}: {error}", file=sys.stderr)
+    for result in results:
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            _print_result(result)
+    return 1 if failures else 0
+
+
+def _cmd_estimate(engine: Engine, args: argparse.Namespace) -> int:
+    if bool(args.image) == bool(args.item_id):
+        raise CliError("give one photo or --id ITEM")
+    if args.item_id:
+        estimate = engine.estimate_price_by_id(args.item_id, args.k)
+    else:
+        estimate = engine.estimate_price(args.image, args.k, _filter(args))
+    if args.json:
+        print(json.dumps(estimate.to_dict(), ensure_ascii=False))
+    else:
+        _print_estimate(estimate)
+    return 0
+
+
+def _cmd_remove(engine: Engine, args: argparse.Namespace) -> int:
+    removed = engine.remove(args.ids)
+    missing = [item_id for item_id in args.ids if item_id not in removed]
+    print(f"removed {len(removed)} items")
+    if missing:
+        print(f"lookalike: error: no such items: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_info(engine: Engine, args: argparse.Namespace) -> int:
+    info = engine.info()
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+        return 0
+    print(f"catalogue  {info['catalog']}\nitems      {info['items']}\nvectors    {info['vectors']}\n"
+          f"model      {info['model_id']}\nindex      {info['index_backend']}\nschema     v{info['schema_version']}")
+    for row in info["categories"][:20]:
+        print(f"  {row['items']:>7}  {row['category']}")
+    return 0
+
+
+def _cmd_check(engine: Engine, args: argparse.Namespace) -> int:
+    problems = engine.check()
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        return 1
+    print(f"ok: {engine.catalog.count()} items, every one with a vector of {engine.model_id}, index in step")
+    return 0
+
+
+def _cmd_reindex(engine: Engine, args: argparse.Namespace) -> int:
+    on_total, on_progress, close = _progress(args.quiet, "re-embedding")
+    try:
+        report = engine.reindex(on_total, on_progress)
+    finally:
+        close()
+    _print_report(report, "re-embedded")
+    if report.problems:
+        print("lookalike: error: some items could not be re-embedded; remove them or restore their photos, then rerun",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
+    evaluation = engine.evaluate_price(args.k, args.limit)
+    if args.json:
+        print(json.dumps(evaluation.to_dict()))
+        return 0
+    print(f"leave-one-out over {evaluation.items} priced items, k={evaluation.k}")
+    print(f"  median absolute % error   lookalike {evaluation.mdape:6.1%}")
+    print(f"                            global median {evaluation.mdape_global_median:6.1%}")
+    print(f"                            category median {evaluation.mdape_category_median:6.1%}")
+    print(f"  actual price inside the 25-75% interval: {evaluation.interval_coverage:.0%}; "
+          f"low-confidence estimates: {evaluation.low_confidence_share:.0%}")
+    return 0
+
+
+def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
+    from lookalike.engine.demo import DemoDataMissing, run_demo
+
+    try:
+        run_demo(engine, args.queries, _print_result, _print_estimate, _print_report)
+    except DemoDataMissing as error:
+        raise CliError(str(error)) from None
+    return 0
+
+
+COMMANDS = {
+    "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
+    "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price, "demo": _cmd_demo,
+}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    engine = None
+    try:
+        if args.command in READ_ONLY and not os.path.exists(os.path.join(args.catalog, "catalog.sqlite")):
+            raise CliError(f"no catalogue at {args.catalog} (run `lookalike index` or `lookalike demo` first)")
+        model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
+        engine = Engine(args.catalog, model=model, index=args.index, query_mode=args.query_mode)
+        return COMMANDS[args.command](engine, args)
+    except (CliError, LookalikeError, CatalogError, ImageDecodeError, ValueError, OSError) as error:
+        print(f"lookalike: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lookalike: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the user gets one line; LOOKALIKE_DEBUG=1 shows the traceback
+        if os.environ.get("LOOKALIKE_DEBUG"):
+            raise
+        print(f"lookalike: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as error:  # noqa: BLE001 - never hide the real outcome behind a close failure
+                print(f"lookalike: error while saving: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Index backends keep the interface's promises; HNSW recall against exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lookalike.index import BACKENDS, MISSING_KEY, ExactIndex, HnswIndex, create_index, load_index
+
+DIM = 32
+
+
+def unit(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request) -> str:
+    return request.param
+
+
+def test_finds_itself_first(backend):
+    index = create_index(backend, DIM)
+    vectors = unit(500)
+    index.add(np.arange(500) * 7, vectors)
+    keys, scores = index.search(vectors[:20], 3)
+    assert (keys[:, 0] == np.arange(20) * 7).all()
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_removed_keys_are_never_returned_and_can_come_back(backend):
+    index = create_index(backend, DIM)
+    vectors = unit(300)
+    index.add(np.arange(300), vectors)
+    index.remove(np.arange(0, 300, 2))
+    keys, _ = index.search(vectors, 10)
+    assert len(index) == 150
+    assert not np.isin(keys, np.arange(0, 300, 2)).any()
+    index.add([4], vectors[4:5])
+    assert index.search(vectors[4:5], 1)[0][0, 0] == 4
+
+
+def test_adding_an_existing_key_replaces_its_vector(backend):
+    index = create_index(backend, DIM)
+    vectors = unit(50)
+    index.add(np.arange(50), vectors)
+    index.add([3], vectors[10:11])
+    assert len(index) == 50
+    keys, _ = index.search(vectors[10:11], 2)
+    assert set(keys[0]) == {3, 10}
+
+
+def test_asking_for_more_than_it_holds_pads(backend):
+    index = create_index(backend, DIM)
+    index.add([1, 2], unit(2))
+    keys, scores = index.search(unit(1, seed=5), 5)
+    assert list(keys[0, 2:]) == [MISSING_KEY] * 3 and np.isinf(scores[0, 2:]).all()
+    empty = create_index(backend, DIM)
+    assert (empty.search(unit(1), 3)[0] == MISSING_KEY).all()
+
+
+def test_save_then_load_gives_identical_results(backend, tmp_path):
+    index = create_index(backend, DIM)
+    vectors = unit(2000)
+    index.add(np.arange(2000), vectors)
+    index.remove([5, 6, 7])
+    queries = unit(50, seed=9)
+    before = index.search(queries, 10)
+    index.save(tmp_path / "saved")
+    loaded = load_index(tmp_path / "saved")
+    after = loaded.search(queries, 10)
+    assert type(loaded) is type(index) and len(loaded) == len(index)
+    assert (before[0] == after[0]).all() and np.allclose(before[1], after[1])
+
+
+def test_hnsw_recall_against_exact_on_real_features(demo_vectors):
+    keys, vectors = demo_vectors
+    exact, hnsw = ExactIndex(vectors.shape[1]), HnswIndex(vectors.shape[1])
+    exact.add(keys, vectors)
+    hnsw.add(keys, vectors)
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(len(vectors), 100, replace=False)] + rng.normal(0, 0.02, (100, vectors.shape[1]))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    truth, _ = exact.search(queries, 10)
+    found, _ = hnsw.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+    assert recall >= 0.95
+
+
+def test_hnsw_recall_at_larger_scale():
+    vectors = unit(20_000, dim=64, seed=3)
+    exact, hnsw = ExactIndex(64), HnswIndex(64, ef_search=128)
+    exact.add(np.arange(20_000), vectors)
+    hnsw.add(np.arange(20_000), vectors)
+    queries = vectors[:200] + 0.3 * unit(200, 64, seed=4)
+    truth, _ = exact.search(queries, 10)
+    found, _ = hnsw.search(queries, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)]) >= 0.9
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 400),
+    k=st.integers(1, 30),
+    allowed_share=st.floats(0.0, 1.0),
+    backend=st.sampled_from(sorted(BACKENDS)),
+    seed=st.integers(0, 10_000),
+)
+def test_filtered_search_returns_only_allowed_and_as_many_as_exist(rows, k, allowed_share, backend, seed):
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(100_000, size=rows, replace=False)
+    index = create_index(backend, DIM)
+    index.add(keys, unit(rows, seed=seed))
+    allowed = keys[rng.random(rows) < allowed_share]
+    found, scores = index.search(unit(3, seed=seed + 1), k, allowed)
+    for row, row_scores in zip(found, scores):
+        returned = row[row != MISSING_KEY]
+        assert np.isin(returned, allowed).all()
+        assert len(returned) == min(k, len(allowed))
+        assert len(set(returned.tolist())) == len(returned)
+        assert (np.diff(row_scores[: len(returned)]) <= 1e-6).all()
+
+
+def test_broad_filter_on_a_big_hnsw_index_still_returns_k():
+    vectors = unit(10_000, seed=2)
+    index = HnswIndex(DIM)
+    index.add(np.arange(10_000), vectors)
+    allowed = np.arange(0, 10_000, 3)  # a third: searched through the graph with a filter
+    found, _ = index.search(unit(20, seed=8), 10, allowed)
+    assert (found != MISSING_KEY).all() and np.isin(found, allowed).all()
