@@ -287,6 +287,9 @@ class Engine:
         started = time.perf_counter()
         report = IndexReport()
         entries: list[SourceEntry] = []
+        for path in [*sources, *([metadata] if metadata is not None else [])]:
+            if not Path(path).exists():
+                raise LookalikeError(f"{path}: no such file or folder")
         if metadata is not None:
             found, problems = entries_from_metadata(Path(metadata))
             entries += found
