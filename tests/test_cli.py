@@ -22,7 +22,7 @@ def odd_folder(tmp_path_factory, demo_folder):
     (folder / "ünïcödé ñame").mkdir()
     images[0].save(folder / "ünïcödé ñame" / "été à la plage.jpg")
     images[1].convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((np.asarray(images[2].convert("L"), np.uint16) * 257)).save(folder / "sixteen bit.png")
+    Image.fromarray(np.asarray(images[2].convert("L"), np.uint16) * 257).save(folder / "sixteen bit.png")
     images[3].convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.gif")
     images[4].save(folder / "photo.webp")
     images[5].save(folder / "scan.tiff")

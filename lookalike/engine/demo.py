@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def _title(png: Path) -> str:
     if description.exists():
         first = description.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
         if first and first[0].strip():
-            text = first[0].strip().rstrip(".!")
+            # The first sentence, without quote marks: "“Stop” sign. Stop here, ..." -> "Stop sign"
+            text = re.split(r"[.!?;:](?:\s|$)", first[0].strip())[0]
+            text = re.sub("[\u201c\u201d\"]", "", text).strip()
             for article in ("A ", "An ", "The ", "Some "):
                 if text.startswith(article):
                     text = text[len(article):]
