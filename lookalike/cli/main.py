@@ -70,9 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many items")
     evaluate_price.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", help="build the demo catalogue from bundled real photos and search it")
+    demo = commands.add_parser("demo", help="build the demo catalogue from bundled real photos, search it, serve it")
     demo.add_argument("--queries", type=int, default=3, help="example searches to show (default 3)")
+    demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
+    add_server_options(demo)
+
+    serve = commands.add_parser("serve", help="run the REST API (/docs) and the web page (/)")
+    add_server_options(serve)
     return parser
+
+
+def add_server_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument("--port", type=int, default=8000, help="port (default 8000)")
 
 
 def _filter(args: argparse.Namespace) -> ItemFilter:
@@ -254,14 +264,31 @@ def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
         run_demo(engine, args.queries, _print_result, _print_estimate, _print_report)
     except DemoDataMissing as error:
         raise CliError(str(error)) from None
+    if args.no_serve:
+        return 0
+    return _cmd_serve(engine, args)
+
+
+def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lookalike.api import ApiSettings, create_app
+
+    settings = ApiSettings.from_environment()
+    app = create_app(engine, settings)
+    writes = "enabled (bearer token)" if settings.token else "disabled (set LOOKALIKE_API_TOKEN to enable)"
+    print(f"\nlookalike is serving {engine.directory} at http://{args.host}:{args.port}/  "
+          f"(API docs: /docs; writes {writes}; Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 COMMANDS = {
     "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
     "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price, "demo": _cmd_demo,
+    "serve": _cmd_serve,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price"}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "serve"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

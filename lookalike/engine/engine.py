@@ -5,6 +5,7 @@ Every face (CLI, REST API, web page) calls this and nothing below it.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
@@ -26,6 +27,7 @@ from lookalike.index import MISSING_KEY, VectorIndex, choose_backend, create_ind
 from lookalike.store import Catalog, CatalogError, Item, ItemFilter
 
 INDEX_FOLDER = "index"
+THUMB_SIDE = 320
 BATCH_SIZE = 32
 ImageInput = str | os.PathLike | bytes | Image.Image
 
@@ -55,9 +57,14 @@ class SearchResult:
     query: str
     hits: list[SearchHit]
     took_ms: float
+    embed_ms: float = 0.0
+    estimate: PriceEstimate | None = None
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "results": [hit.to_dict() for hit in self.hits], "took_ms": round(self.took_ms, 1)}
+        body = {"query": self.query, "results": [hit.to_dict() for hit in self.hits], "took_ms": round(self.took_ms, 1)}
+        if self.estimate is not None:
+            body["estimate"] = self.estimate.to_dict()
+        return body
 
 
 @dataclass
@@ -85,6 +92,14 @@ class PriceEvaluation:
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
+
+
+def _suffix_for(data: bytes) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return "." + (image.format or "img").lower().replace("jpeg", "jpg")
+    except Exception:  # noqa: BLE001 - already decoded once; the suffix is cosmetic
+        return ".img"
 
 
 def _describe(query: ImageInput) -> str:
@@ -275,10 +290,63 @@ class Engine:
             return keys
 
     def add_item(self, item: Item, image: ImageInput) -> Item:
-        """Add one item from an image (path, bytes or PIL image); durable on return."""
+        """Add one item from an image (path, bytes or PIL image); durable and
+        searchable on return. Bytes are kept as a copy in the catalogue folder."""
         vector = self.embed([image])
+        if isinstance(image, (bytes, bytearray)):
+            item.image_path = str(self._store_copy(bytes(image)))
+        elif isinstance(image, (str, os.PathLike)) and item.image_path is None:
+            item.image_path = str(Path(image).absolute())
         self.add_vectors([item], vector)
         return item
+
+    def _store_copy(self, data: bytes) -> Path:
+        """Write an uploaded photo under images/, named by its content, synced to disk."""
+        import hashlib
+
+        folder = self.directory / "images"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{hashlib.sha256(data).hexdigest()[:32]}{_suffix_for(data)}"
+        if not target.exists():
+            temporary = target.with_suffix(target.suffix + f".tmp-{os.getpid()}-{threading.get_ident()}")
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        return target
+
+    def thumbnail(self, item_id: str, size: str = "thumb") -> Path:
+        """A JPEG of the item's photo: 'thumb' (made once, cached) or 'full' (the original file)."""
+        item = self.catalog.get(item_id)
+        if item is None:
+            raise LookalikeError(f"no item with id {item_id!r}")
+        if not item.image_path or not Path(item.image_path).is_file():
+            raise LookalikeError(f"the photo of item {item_id!r} is missing")
+        if size == "full":
+            return Path(item.image_path)
+        if size != "thumb":
+            raise LookalikeError("size must be thumb or full")
+        import hashlib
+
+        stat = Path(item.image_path).stat()
+        name = hashlib.sha256(f"{item.image_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+        target = self.directory / "thumbs" / f"{name}.jpg"
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            image = decode_image(item.image_path, target_size=THUMB_SIDE, limits=self.decode_limits)
+            image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+            temporary = target.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+            image.save(temporary, "JPEG", quality=85)
+            os.replace(temporary, target)
+        return target
+
+    def browse(self, category: str | None = None, text: str | None = None, page: int = 1,
+               page_size: int = 24) -> tuple[list[Item], int]:
+        """A page of items (newest first) and the total that match."""
+        if page < 1 or not 1 <= page_size <= 200:
+            raise LookalikeError("page must be >= 1 and page_size 1-200")
+        return self.catalog.browse(category, text, (page - 1) * page_size, page_size)
 
     def index_sources(self, sources: Iterable[str | os.PathLike] = (), metadata: str | os.PathLike | None = None,
                       on_total: Callable[[int], None] | None = None,
@@ -402,18 +470,26 @@ class Engine:
         return self._hits(np.asarray([key for key, _ in ranked], np.int64),
                           np.asarray([score for _, score in ranked], np.float32))
 
-    def search(self, query: ImageInput, k: int = 10, item_filter: ItemFilter = ItemFilter()) -> SearchResult:
-        """Items most similar to a photo (path, bytes or PIL image)."""
+    def search(self, query: ImageInput, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+               with_estimate: bool = False) -> SearchResult:
+        """Items most similar to a photo (path, bytes or PIL image); with
+        ``with_estimate`` also the price estimate, from the same embedding."""
         started = time.perf_counter()
-        hits = self.search_vector(self.embed_query(query), k, item_filter)
-        return SearchResult(_describe(query), hits, (time.perf_counter() - started) * 1000)
+        vectors = self.embed_query(query)
+        embed_ms = (time.perf_counter() - started) * 1000
+        hits = self.search_vector(vectors, k, item_filter)
+        estimate = self.estimate_price_for_vector(vectors, item_filter=item_filter) if with_estimate else None
+        return SearchResult(_describe(query), hits, (time.perf_counter() - started) * 1000, embed_ms, estimate)
 
-    def search_by_id(self, item_id: str, k: int = 10, item_filter: ItemFilter = ItemFilter()) -> SearchResult:
+    def search_by_id(self, item_id: str, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+                     with_estimate: bool = False) -> SearchResult:
         """Items most similar to an item already in the catalogue ("more like this")."""
         started = time.perf_counter()
         item, vector = self._item_vector(item_id)
         hits = self.search_vector(vector, k, item_filter, exclude_keys=[item.key])
-        return SearchResult(item_id, hits, (time.perf_counter() - started) * 1000)
+        estimate = (self.estimate_price_for_vector(vector, item_filter=item_filter, exclude_keys=[item.key])
+                    if with_estimate else None)
+        return SearchResult(item_id, hits, (time.perf_counter() - started) * 1000, 0.0, estimate)
 
     def _item_vector(self, item_id: str) -> tuple[Item, np.ndarray]:
         item = self.catalog.get(item_id)

@@ -346,6 +346,23 @@ class Catalog:
             rows = self._db.execute("SELECT image_path, id, source_size, source_mtime_ns FROM items").fetchall()
         return {row[0]: (row[1], row[2], row[3]) for row in rows if row[0]}
 
+    def browse(self, category: str | None, text: str | None, offset: int, limit: int) -> tuple[list[Item], int]:
+        clauses, params = [], []
+        if category:
+            clauses.append("category = ?")
+            params.append(category)
+        if text:
+            clauses.append("(title LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params += [pattern, pattern]
+        where = " AND ".join(clauses) or "1"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", params).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key DESC LIMIT ? OFFSET ?", [*params, limit, offset]
+            ).fetchall()
+        return [_row_to_item(row) for row in rows], total
+
     def category_counts(self) -> list[tuple[str | None, int]]:
         with self._lock:
             return self._db.execute(

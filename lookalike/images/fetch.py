@@ -1,0 +1,80 @@
+"""Fetch a query photo from a URL without becoming a proxy into private networks.
+
+Only http(s); every hop of a redirect chain is resolved and refused if it
+points at a loopback, private, link-local or otherwise non-public address
+(unless the operator allows them); size and time are bounded while reading.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+
+class FetchError(ValueError):
+    """The URL cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    max_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 10.0
+    max_redirects: int = 3
+    allow_private: bool = False
+
+
+def _check_host(url: str, policy: FetchPolicy) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError("only http and https URLs are allowed")
+    if not parts.hostname:
+        raise FetchError("the URL has no host")
+    if policy.allow_private:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
+        raise FetchError(f"cannot resolve host {parts.hostname!r}") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            raise FetchError(f"URLs pointing at {ip} (a private, loopback or link-local address) are not allowed")
+
+
+def fetch_image_bytes(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
+    deadline = time.monotonic() + policy.timeout_s
+    with httpx.Client(follow_redirects=False, timeout=policy.timeout_s, trust_env=False) as client:
+        for _ in range(policy.max_redirects + 1):
+            _check_host(url, policy)
+            try:
+                with client.stream("GET", url, headers={"User-Agent": "lookalike"}) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location")
+                        if not location:
+                            raise FetchError("redirect without a location")
+                        url = urljoin(url, location)
+                        continue
+                    if response.status_code != 200:
+                        raise FetchError(f"the URL answered HTTP {response.status_code}")
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+                        raise FetchError(f"the image is over the {policy.max_bytes} byte limit")
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > policy.max_bytes:
+                            raise FetchError(f"the image is over the {policy.max_bytes} byte limit")
+                        if time.monotonic() > deadline:
+                            raise FetchError("fetching the URL took too long")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except httpx.TimeoutException:
+                raise FetchError("fetching the URL took too long") from None
+            except httpx.HTTPError as error:
+                raise FetchError(f"cannot fetch the URL: {type(error).__name__}") from None
+    raise FetchError(f"more than {policy.max_redirects} redirects")
