@@ -10,11 +10,13 @@ setup:
 demo: setup
 	$(BIN)/lookalike --catalog demo-catalog demo
 
-test: setup
+test:
+	./scripts/setup.sh --tests
 	$(BIN)/ruff check lookalike tests benchmarks
 	$(BIN)/python -m pytest
 
-test-slow: setup
+test-slow:
+	./scripts/setup.sh --tests
 	$(BIN)/python -m pytest -m slow
 
 bench: setup

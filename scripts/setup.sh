@@ -42,4 +42,14 @@ if need_data; then
     for deb in data/downloads/*.deb; do dpkg -x "$deb" "$DEBS"; done
     rm -rf data/downloads
 fi
+if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null; then
+    # The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing chromium for the browser tests"
+        apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+    else
+        echo "setup: the browser tests need Chromium: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
 echo "setup: done"

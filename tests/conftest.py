@@ -70,3 +70,82 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
         [sys.executable, "-m", "lookalike", *args], cwd=cwd, capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=600,
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def copy_catalog(source: Engine, target: Path) -> Path:
+    """A consistent copy of a catalogue's SQLite file (the index is rebuilt from it)."""
+    import sqlite3
+
+    target.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(target / "catalog.sqlite") as destination:
+        sqlite3.connect(source.directory / "catalog.sqlite").backup(destination)
+    return target
+
+
+class Server:
+    """A real `lookalike serve` process on localhost."""
+
+    def __init__(self, catalog: Path, env: dict):
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(catalog.parent / f"server-{self.port}.log", "w")  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lookalike", "--catalog", str(catalog), "serve", "--port", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.url + "/api/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("server did not start")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+TOKEN = "test-token-1f2e3d"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, demo_engine):
+    """The demo catalogue served with writes enabled, private URLs allowed (for the
+    test's own local image server) and a 2 MB upload / 4 MP pixel limit."""
+    catalog = copy_catalog(demo_engine, tmp_path_factory.mktemp("served") / "catalog")
+    running = Server(catalog, {"LOOKALIKE_API_TOKEN": TOKEN, "LOOKALIKE_ALLOW_PRIVATE_URLS": "1",
+                               "LOOKALIKE_MAX_UPLOAD_MB": "2", "LOOKALIKE_MAX_PIXELS": "4000000"})
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def locked_server(tmp_path_factory, demo_engine):
+    """The demo catalogue served with the defaults: no token (writes off), private URLs refused."""
+    catalog = copy_catalog(demo_engine, tmp_path_factory.mktemp("locked") / "catalog")
+    env = {"LOOKALIKE_API_TOKEN": "", "LOOKALIKE_ALLOW_PRIVATE_URLS": ""}
+    running = Server(catalog, env)
+    yield running
+    running.stop()

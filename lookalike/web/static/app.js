@@ -99,6 +99,7 @@ function showAnswer(body, query) {
     list.append(empty);
   }
   for (const hit of body.results) list.append(resultCard(hit));
+  if (window.innerWidth < 700) $("answer").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 function resultCard(hit) {

@@ -1,0 +1,157 @@
+"""The web page in a real browser (Debian's Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.engine.demo import backgrounds, load_cutout, make_phone_photo, on_white
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Chromium is missing: apt-get install chromium (make test's setup does this as root)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    errors = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(server.url + "/")
+    yield opened
+    context.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def phone_photo(tmp_path_factory, stamps):
+    stamp = next(s for s in stamps if s.id == "plants/flowers/flower3")
+    path = tmp_path_factory.mktemp("photos") / "phone photo.jpg"
+    path.write_bytes(make_phone_photo(load_cutout(stamp), backgrounds()[0], np.random.default_rng(3)))
+    return stamp.id, path
+
+
+def result_ids(page) -> list[str]:
+    return page.eval_on_selector_all("#results .card button", "buttons => buttons.map(b => b.dataset.itemId)")
+
+
+def test_upload_shows_the_item_first_with_estimate_and_time(page, phone_photo):
+    item_id, path = phone_photo
+    assert "items in the catalogue" in page.text_content("#catalog-size")
+    page.set_input_files("#photo-input", str(path))
+    page.wait_for_selector("#results .card")
+    assert result_ids(page)[0] == item_id
+    assert len(result_ids(page)) == 12
+    assert "EUR" in page.text_content("#estimate-price")
+    assert "found in" in page.text_content("#took")
+    first = page.query_selector("#results .card")
+    assert "similar" in first.text_content() and first.query_selector("img").get_attribute("alt")
+    page.wait_for_function("document.querySelector('#results img').complete")
+    assert page.evaluate("document.querySelector('#results img').naturalWidth") > 0
+
+
+def test_result_opens_item_view_and_more_like_this(page, phone_photo):
+    item_id, path = phone_photo
+    page.set_input_files("#photo-input", str(path))
+    page.wait_for_selector("#results .card")
+    page.click(f"#results .card button[data-item-id='{item_id}']")
+    page.wait_for_selector("#item-view:not([hidden])")
+    assert page.text_content("#item-title") == "Flower"
+    assert "plants" in page.text_content("#item-details")
+    page.click("#more-like-this")
+    page.wait_for_function("document.querySelector('#took').textContent.includes('like')")
+    ids = result_ids(page)
+    assert ids and item_id not in ids
+
+
+def test_crop_searches_the_selected_region_only(page, tmp_path, stamps):
+    left, right = (next(s for s in stamps if s.id == name) for name in ("vehicles/garbagetruck", "food/fruit/banana"))
+    canvas = Image.new("RGB", (800, 400), "white")
+    canvas.paste(on_white(load_cutout(left)).resize((400, 400)), (0, 0))
+    canvas.paste(on_white(load_cutout(right)).resize((400, 400)), (400, 0))
+    path = tmp_path / "two items.jpg"
+    canvas.save(path, quality=92)
+    page.set_input_files("#photo-input", str(path))
+    page.wait_for_selector("#results .card")
+    box = page.query_selector("#query-image").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.52, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.98, box["y"] + box["height"] - 2, steps=5)
+    page.mouse.up()
+    page.click("#search-selection")
+    page.wait_for_function(f"document.querySelector('#results .card button')?.dataset.itemId === '{right.id}'")
+    assert page.is_visible("#clear-selection")
+
+
+def test_phone_viewport_has_no_horizontal_overflow(browser, server, phone_photo):
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True,
+                                  device_scale_factor=2)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    assert page.get_attribute("#photo-input", "capture") == "environment"
+    assert page.get_attribute("#photo-input", "accept") == "image/*"
+    page.set_input_files("#photo-input", str(phone_photo[1]))
+    page.wait_for_selector("#results .card")
+    page.click("#results .card button")
+    page.wait_for_selector("#item-view:not([hidden])")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    wide = page.evaluate("""[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 376)
+                            .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)""")
+    context.close()
+    assert overflow <= 0 and not wide, wide
+
+
+def test_a_file_that_is_not_a_photo_shows_a_clear_message(page, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_bytes(b"this is text, not a photo")
+    page.set_input_files("#photo-input", str(fake))
+    page.wait_for_selector("#status.error")
+    assert "not an image" in page.text_content("#status")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    page.set_input_files("#photo-input", str(text))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('is not an image')")
+
+
+def test_filters_apply_to_the_search(page, phone_photo):
+    page.set_input_files("#photo-input", str(phone_photo[1]))
+    page.wait_for_selector("#results .card")
+    page.select_option("#category", "animals")
+    page.wait_for_function("[...document.querySelectorAll('#results .card .line span:first-child')]"
+                           ".every(s => s.textContent === 'animals')")
+    page.select_option("#k", "6")
+    page.wait_for_function("document.querySelectorAll('#results .card').length === 6")
+
+
+def test_drop_and_paste_are_wired(page, phone_photo):
+    data = list(phone_photo[1].read_bytes())
+    page.evaluate(
+        """bytes => {
+            const file = new File([new Uint8Array(bytes)], 'dropped.jpg', {type: 'image/jpeg'});
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));
+        }""",
+        data,
+    )
+    page.wait_for_selector("#results .card")
+    assert result_ids(page)[0] == phone_photo[0]
+
+
