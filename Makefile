@@ -22,6 +22,8 @@ test-slow:
 bench: setup
 	$(BIN)/python benchmarks/embed_bench.py
 	$(BIN)/python benchmarks/query_bench.py
+	$(BIN)/python benchmarks/hnsw_choice.py
+	$(BIN)/python benchmarks/http_load.py
 
 clean:
 	rm -rf demo-catalog .pytest_cache

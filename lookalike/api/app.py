@@ -259,9 +259,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeL
             raise ApiError(422, "the JSON body must be an object")
         return body
 
-    limited = BodySizeLimit(app, settings.max_upload_bytes)
-    limited.fastapi = app
-    return limited
+    return BodySizeLimit(app, settings.max_upload_bytes)
 
 
 def _item_from_form(form) -> Item:
