@@ -26,14 +26,15 @@ $PIP install --no-deps foolbox==3.3.4
 
 # Demo and test photos: Debian packages unpacked into ./data (no dependencies pulled).
 DEBS=data/debs
-need_data() { [ ! -d "$DEBS/usr/share/tuxpaint/stamps" ] || [ ! -d "$DEBS/usr/share/doc/opencv-doc/examples/data" ]; }
+need_data() { [ ! -d "$DEBS/usr/share/tuxpaint/stamps" ] || [ ! -d "$DEBS/usr/share/doc/opencv-doc/examples/data" ] \
+    || [ ! -d "$DEBS/usr/share/datasets/fashion-mnist" ]; }
 if need_data; then
-    echo "setup: fetching demo photos (tuxpaint-stamps-default, opencv-doc)"
+    echo "setup: fetching demo photos (tuxpaint-stamps-default, opencv-doc, dataset-fashion-mnist)"
     mkdir -p data/downloads "$DEBS"
-    if ! (cd data/downloads && apt-get download tuxpaint-stamps-default opencv-doc >/dev/null 2>&1); then
+    if ! (cd data/downloads && apt-get download tuxpaint-stamps-default opencv-doc dataset-fashion-mnist >/dev/null 2>&1); then
         if [ "$(id -u)" = 0 ]; then
             apt-get update -qq >/dev/null
-            (cd data/downloads && apt-get download tuxpaint-stamps-default opencv-doc >/dev/null)
+            (cd data/downloads && apt-get download tuxpaint-stamps-default opencv-doc dataset-fashion-mnist >/dev/null)
         else
             echo "setup: apt-get download failed; run 'sudo apt-get update' and retry" >&2
             exit 1

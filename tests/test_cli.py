@@ -127,3 +127,21 @@ def test_catalog_from_environment_variable(tmp_path, demo_folder):
     env = {"LOOKALIKE_CATALOG": str(tmp_path / "env-catalog")}
     assert run_cli("index", str(tmp_path / "one.jpg"), "--quiet", env=env).returncode == 0
     assert (tmp_path / "env-catalog" / "catalog.sqlite").exists()
+
+
+def test_index_backend_choice_options_and_bench_index(tmp_path, demo_folder):
+    catalog = str(tmp_path / "catalog")
+    photos = sorted((demo_folder / "photos" / "seasonal").rglob("*.jpg"))[:30]
+    assert run_cli("--catalog", catalog, "--index", "hnsw", "--index-option", "m=8", "index", *map(str, photos),
+                   "--quiet").returncode == 0
+    info = json.loads(run_cli("--catalog", catalog, "info", "--json").stdout)
+    assert info["index_backend"] == "hnsw"
+    bench = run_cli("--catalog", catalog, "--index", "annoy", "--index-option", "n_trees=10", "bench-index", "--json")
+    assert bench.returncode == 0, bench.stderr
+    report = json.loads(bench.stdout)
+    assert report["backend"] == "annoy" and report["items"] == 30 and 0.9 <= report["recall"] <= 1.0
+    text = run_cli("--catalog", catalog, "--index", "hnsw", "bench-index", "--queries", "20")
+    assert "recall@10 against exact" in text.stdout
+    wrong = run_cli("--catalog", catalog, "--index", "hnsw", "--index-option", "trees=3", "search", "--id",
+                    photos[0].name)
+    assert wrong.returncode == 2 and "does not take these options" in wrong.stderr

@@ -162,3 +162,43 @@ def test_reindex_switches_model(small_catalog):
     query = next(photos.rglob("*.jpg"))
     assert switched.search(query, k=1).hits[0].score > 0.95
     assert np.isclose(np.linalg.norm(switched.embed([query])[0]), 1.0)
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy"])
+def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backend):
+    import threading
+
+    photos = sorted((demo_folder / "photos" / "town").rglob("*.jpg"))[:24]
+    engine = Engine(tmp_path / "catalog", encoder=encoder, index=backend)
+    vectors = engine.embed(photos)
+    engine.add_vectors([Item(f"base-{n}") for n in range(12)], vectors[:12])
+    failures, stop = [], threading.Event()
+
+    def writer():
+        try:
+            for round_number in range(15):
+                engine.add_vectors([Item(f"churn-{round_number}-{n}") for n in range(12)], vectors[12:])
+                engine.remove([f"churn-{round_number}-{n}" for n in range(12)])
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            failures.append(repr(error))
+        finally:
+            stop.set()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                hits = engine.search_vector(vectors[3], k=5)
+                scores = [hit.score for hit in hits]
+                assert len(hits) == 5 and scores == sorted(scores, reverse=True)
+                assert hits[0].id in ("base-3",) or hits[0].id.startswith("churn-")
+            except Exception as error:  # noqa: BLE001
+                failures.append(repr(error))
+                return
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert engine.catalog.count() == 12 and len(engine.index) == 12 and engine.check() == []

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help=f"encoder, e.g. {DEFAULT_MODEL} or efficientnet-lite2:avg "
                         "(default: the catalogue's model, else {DEFAULT_MODEL})")
     parser.add_argument("--index", default="auto", choices=["auto", *BACKENDS], help="index backend (default: by size)")
+    parser.add_argument("--index-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="tune the index, e.g. m=32, ef_search=128, ef_construction=400 (hnsw); "
+                             "n_trees=100, search_k=20000 (annoy); dtype=float16 (exact)")
     parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
                         help="search with the whole photo only (single) or also with crops of it (crops, default)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="what the catalogue holds").add_argument("--json", action="store_true")
     commands.add_parser("check", help="verify the catalogue: database integrity, vectors, index")
+    bench_index = commands.add_parser("bench-index", help="recall and latency of the current index against exact search")
+    bench_index.add_argument("--queries", type=int, default=200)
+    bench_index.add_argument("-k", type=int, default=10)
+    bench_index.add_argument("--json", action="store_true")
     reindex = commands.add_parser("reindex", help="re-embed every item with the current model (--model)")
     reindex.add_argument("--quiet", action="store_true")
 
@@ -229,6 +236,34 @@ def _cmd_check(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_index(engine: Engine, args: argparse.Namespace) -> int:
+    report = engine.bench_index(args.queries, args.k)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['backend']} index, {report['items']} items, {report['queries']} queries of stored vectors, k={report['k']}")
+    print(f"  recall@{report['k']} against exact  {report['recall']:.3f}")
+    print(f"  latency  {report['backend']:>6}  p50 {report['p50_ms']:.2f} ms  p99 {report['p99_ms']:.2f} ms")
+    if report["backend"] != "exact":
+        print(f"  latency   exact  p50 {report['exact_p50_ms']:.2f} ms  p99 {report['exact_p99_ms']:.2f} ms")
+    return 0
+
+
+def _index_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        name, separator, raw = pair.partition("=")
+        if not separator or not name:
+            raise CliError(f"--index-option expects NAME=VALUE, got {pair!r}")
+        for convert in (int, float, str):
+            try:
+                options[name] = convert(raw)
+                break
+            except ValueError:
+                continue
+    return options
+
+
 def _cmd_reindex(engine: Engine, args: argparse.Namespace) -> int:
     on_total, on_progress, close = _progress(args.quiet, "re-embedding")
     try:
@@ -286,9 +321,9 @@ def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 COMMANDS = {
     "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
     "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price, "demo": _cmd_demo,
-    "serve": _cmd_serve,
+    "serve": _cmd_serve, "bench-index": _cmd_bench_index,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "serve"}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "serve", "bench-index"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in READ_ONLY and not os.path.exists(os.path.join(args.catalog, "catalog.sqlite")):
             raise CliError(f"no catalogue at {args.catalog} (run `lookalike index` or `lookalike demo` first)")
         model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
-        engine = Engine(args.catalog, model=model, index=args.index, query_mode=args.query_mode)
+        engine = Engine(args.catalog, model=model, index=args.index, query_mode=args.query_mode,
+                        index_options=_index_options(args.index_option))
         return COMMANDS[args.command](engine, args)
     except (CliError, LookalikeError, CatalogError, ImageDecodeError, ValueError, OSError) as error:
         print(f"lookalike: error: {error}", file=sys.stderr)

@@ -24,6 +24,7 @@ from lookalike.engine.pricing import PricedNeighbour, PriceEstimate, absolute_pe
 from lookalike.engine.sources import Problem, SourceEntry, entries_from_folder, entries_from_metadata
 from lookalike.images import DecodeLimits, ImageDecodeError, decode_image
 from lookalike.index import MISSING_KEY, VectorIndex, choose_backend, create_index, load_index
+from lookalike.index.base import read_meta
 from lookalike.store import Catalog, CatalogError, Item, ItemFilter
 
 INDEX_FOLDER = "index"
@@ -120,12 +121,13 @@ class Engine:
 
     def __init__(self, catalog_dir: str | os.PathLike = "catalog", model: str | None = None, index: str = "auto",
                  encoder: Encoder | None = None, create: bool = True, decode_limits: DecodeLimits = DecodeLimits(),
-                 query_mode: str = DEFAULT_QUERY_MODE):
+                 query_mode: str = DEFAULT_QUERY_MODE, index_options: dict | None = None):
         self.catalog = Catalog(catalog_dir, create=create)
         self.directory = self.catalog.directory
         self.model_spec = model
         self._encoder = encoder
         self.requested_backend = index
+        self.index_options = dict(index_options or {})
         self.decode_limits = decode_limits
         if query_mode not in QUERY_MODES:
             raise LookalikeError(f"unknown query mode {query_mode!r}; choose one of {', '.join(QUERY_MODES)}")
@@ -176,17 +178,22 @@ class Engine:
         backend = choose_backend(self.requested_backend, count)
         try:
             state = json.loads((folder / "state.json").read_text())
-            if state == self._index_state():
+            saved = read_meta(folder)
+            same_options = all(saved.get(name) == value for name, value in self.index_options.items())
+            if state == self._index_state() and same_options:
                 index = load_index(folder)
                 if index.backend == backend or self.requested_backend == "auto":
                     return index
         except (OSError, ValueError, KeyError, RuntimeError):
             pass  # missing, stale or damaged: rebuilt from the store below
         index = None
-        for keys, vectors in self.catalog.vectors(self.model_id):
-            index = index or create_index(backend, vectors.shape[1])
-            index.add(keys, vectors)
-        index = index or create_index(backend, self.encoder.dim)
+        try:
+            for keys, vectors in self.catalog.vectors(self.model_id):
+                index = index or create_index(backend, vectors.shape[1], capacity=count + 1024, **self.index_options)
+                index.add(keys, vectors)
+            index = index or create_index(backend, self.encoder.dim, **self.index_options)
+        except TypeError as error:
+            raise LookalikeError(f"the {backend} index does not take these options: {error}") from None
         self._vector_index = index
         self._index_dirty = True
         self.flush()
@@ -458,17 +465,19 @@ class Engine:
         if exclude_keys:
             base = allowed if allowed is not None else self.index.keys()
             allowed = base[~np.isin(base, np.asarray(exclude_keys, np.int64))]
+        # Metadata is read under the same lock as the index, so a concurrent
+        # remove cannot leave a result pointing at a vanished item.
         with self._index_lock:
             keys, scores = self.index.search(vectors, k, allowed)
-        if len(vectors) == 1:
-            return self._hits(keys[0], scores[0])
-        best: dict[int, float] = {}
-        for key, score in zip(keys.ravel().tolist(), scores.ravel().tolist()):
-            if key != MISSING_KEY and score > best.get(key, -np.inf):
-                best[key] = score
-        ranked = sorted(best.items(), key=lambda pair: -pair[1])[:k]
-        return self._hits(np.asarray([key for key, _ in ranked], np.int64),
-                          np.asarray([score for _, score in ranked], np.float32))
+            if len(vectors) == 1:
+                return self._hits(keys[0], scores[0])
+            best: dict[int, float] = {}
+            for key, score in zip(keys.ravel().tolist(), scores.ravel().tolist()):
+                if key != MISSING_KEY and score > best.get(key, -np.inf):
+                    best[key] = score
+            ranked = sorted(best.items(), key=lambda pair: -pair[1])[:k]
+            return self._hits(np.asarray([key for key, _ in ranked], np.int64),
+                              np.asarray([score for _, score in ranked], np.float32))
 
     def search(self, query: ImageInput, k: int = 10, item_filter: ItemFilter = ItemFilter(),
                with_estimate: bool = False) -> SearchResult:
@@ -546,6 +555,41 @@ class Engine:
         return PriceEvaluation(count, k, float(np.median(ours)), float(np.median(global_errors)),
                                float(np.median(category_errors)), covered / count, low / count)
 
+    def bench_index(self, queries: int = 200, k: int = 10, seed: int = 0) -> dict:
+        """Recall@k and single-query latency of the current index against exact
+        search, on stored vectors of random items used as queries."""
+        from lookalike.index import ExactIndex
+
+        index = self.index
+        keys = index.keys()
+        if len(keys) == 0:
+            raise LookalikeError("the catalogue is empty")
+        chosen = np.random.default_rng(seed).choice(keys, size=min(queries, len(keys)), replace=False)
+        vectors = np.stack([self.catalog.vector(int(key), self.model_id) for key in chosen])
+        exact = index if isinstance(index, ExactIndex) else None
+        if exact is None:
+            exact = ExactIndex(vectors.shape[1])
+            for batch_keys, batch_vectors in self.catalog.vectors(self.model_id):
+                exact.add(batch_keys, batch_vectors)
+
+        def timed(target) -> tuple[list[set], list[float]]:
+            found, latencies = [], []
+            for vector in vectors:
+                started = time.perf_counter()
+                result_keys, _ = target.search(vector[None], k)
+                latencies.append((time.perf_counter() - started) * 1000)
+                found.append(set(result_keys[0].tolist()) - {MISSING_KEY})
+            return found, latencies
+
+        with self._index_lock:
+            truth, exact_latencies = timed(exact)
+            found, latencies = timed(index)
+        recall = float(np.mean([len(a & b) / max(len(b), 1) for a, b in zip(found, truth)]))
+        return {"backend": index.backend, "items": len(keys), "queries": len(vectors), "k": k, "recall": recall,
+                "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+                "exact_p50_ms": float(np.percentile(exact_latencies, 50)),
+                "exact_p99_ms": float(np.percentile(exact_latencies, 99))}
+
     # -- about ---------------------------------------------------------------------------------
     def info(self) -> dict:
         model_id = self.catalog.model_id
@@ -560,8 +604,6 @@ class Engine:
         }
 
     def _saved_index_backend(self) -> str | None:
-        from lookalike.index.base import read_meta
-
         try:
             return read_meta(self.directory / INDEX_FOLDER)["backend"]
         except (OSError, ValueError, KeyError):

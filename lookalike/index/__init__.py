@@ -1,14 +1,15 @@
-"""Index backends behind one small interface: exact (numpy) and HNSW (hnswlib)."""
+"""Index backends behind one small interface: exact (numpy), HNSW (hnswlib), Annoy (baseline)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lookalike.index.annoy_index import AnnoyIndex
 from lookalike.index.base import MISSING_KEY, VectorIndex, read_meta
 from lookalike.index.exact import ExactIndex
 from lookalike.index.hnsw import HnswIndex
 
-BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex}
+BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex, "annoy": AnnoyIndex}
 #: Below this many items exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
 
@@ -30,5 +31,5 @@ def load_index(directory: Path) -> VectorIndex:
     return BACKENDS[backend].load(directory)
 
 
-__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "ExactIndex", "HnswIndex", "VectorIndex",
+__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "ExactIndex", "HnswIndex", "VectorIndex",
            "choose_backend", "create_index", "load_index"]

@@ -79,3 +79,69 @@ def write_meta(directory: Path, meta: dict) -> None:
 
 def read_meta(directory: Path) -> dict:
     return json.loads((Path(directory) / "meta.json").read_text())
+
+
+#: A filter matching at most this share of the index is answered by an exact scan of the matches.
+EXACT_FILTER_FRACTION = 0.05
+EXACT_FILTER_MIN_ROWS = 4096
+
+
+def pad(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    n_queries, width = keys.shape
+    out_keys = np.full((n_queries, k), MISSING_KEY, dtype=np.int64)
+    out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    out_keys[:, :width], out_scores[:, :width] = keys, scores
+    return out_keys, out_scores
+
+
+class ApproximateIndex:
+    """Search policy shared by the approximate backends.
+
+    A selective filter is answered by an exact scan of the matching vectors;
+    a broad one by the approximate structure with the filter; if that finds
+    fewer than k matches (or none at all), the exact scan answers instead.
+    So a filtered search always returns min(k, matches) results.
+    """
+
+    dim: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def contains(self, key: int) -> bool:
+        raise NotImplementedError
+
+    def keys(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def approximate(self, queries: np.ndarray, k: int, accept: set | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Up to k (keys, scores) per query, best first, or None if it could not find k."""
+        raise NotImplementedError
+
+    def exact(self, queries: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(keys) == 0:
+            return top_k(np.zeros((len(queries), 0), np.float32), keys, k)
+        scores = np.empty((len(queries), 0), np.float32)
+        parts = []
+        for start in range(0, len(keys), 65536):
+            block = keys[start : start + 65536]
+            parts.append(queries @ self.vectors_for(block).T)
+        scores = np.concatenate(parts, axis=1) if parts else scores
+        return top_k(scores, keys, k)
+
+    def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+        queries = as_vectors(queries, self.dim)
+        if allowed is None:
+            take = min(k, len(self))
+            if take == 0:
+                return pad(np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), k)
+            found = self.approximate(queries, take, None)
+            return pad(*found, k) if found is not None else self.exact(queries, k, self.keys())
+        allowed_keys = np.asarray([key for key in as_keys(allowed).tolist() if self.contains(key)], dtype=np.int64)
+        if len(allowed_keys) <= max(EXACT_FILTER_MIN_ROWS, EXACT_FILTER_FRACTION * len(self)):
+            return self.exact(queries, k, allowed_keys)
+        found = self.approximate(queries, min(k, len(allowed_keys)), set(allowed_keys.tolist()))
+        return pad(*found, k) if found is not None else self.exact(queries, k, allowed_keys)

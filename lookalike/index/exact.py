@@ -1,4 +1,5 @@
-"""Exact search with numpy: the ground truth, and the fastest choice for small catalogues."""
+"""Exact search with numpy: the ground truth, and the fastest choice for small
+catalogues. ``dtype="float16"`` halves the memory at a tiny cost in accuracy."""
 
 from __future__ import annotations
 
@@ -7,79 +8,60 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.index.base import as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.table import VectorTable
 
-BLOCK_ROWS = 65536
+#: Filters matching more keys than this scan all rows with a mask instead of gathering the matches.
+SUBSET_GATHER_MAX = 20_000
 
 
 class ExactIndex:
     backend = "exact"
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, dtype: str = "float32", capacity: int = 1024):
         self.dim = dim
-        self._keys = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dim), dtype=np.float32)
+        self.table = VectorTable(dim, dtype, capacity)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.table)
 
     def keys(self) -> np.ndarray:
-        return self._keys.copy()
+        return self.table.keys()
 
     def add(self, keys, vectors) -> None:
-        keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
-        if len(keys) != len(vectors):
-            raise ValueError("keys and vectors differ in length")
-        keys, last = np.unique(keys[::-1], return_index=True)
-        vectors = vectors[::-1][last]
-        self.remove(keys)
-        self._keys = np.concatenate([self._keys, keys])
-        self._vectors = np.concatenate([self._vectors, vectors])
+        self.table.add(keys, vectors)
 
     def remove(self, keys) -> None:
-        keep = ~np.isin(self._keys, as_keys(keys))
-        if not keep.all():
-            self._keys, self._vectors = self._keys[keep], self._vectors[keep]
+        self.table.remove(keys)
 
     def vectors_for(self, keys) -> np.ndarray:
-        positions = {key: row for row, key in enumerate(self._keys.tolist())}
-        return self._vectors[[positions[key] for key in as_keys(keys).tolist()]]
+        return self.table.vectors_for(keys)
 
     def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
         queries = as_vectors(queries, self.dim)
-        keys, vectors = self._keys, self._vectors
-        if allowed is not None:
-            mask = np.isin(keys, as_keys(allowed))
-            keys, vectors = keys[mask], vectors[mask]
-        if len(keys) <= BLOCK_ROWS:
-            return top_k(queries @ vectors.T, keys, k)
-        # Blocked, so memory stays bounded on big catalogues.
-        best_keys, best_scores = None, None
-        for start in range(0, len(keys), BLOCK_ROWS):
-            block_keys, block_scores = top_k(queries @ vectors[start : start + BLOCK_ROWS].T, keys[start : start + BLOCK_ROWS], k)
-            if best_keys is None:
-                best_keys, best_scores = block_keys, block_scores
-                continue
-            merged_scores = np.concatenate([best_scores, block_scores], axis=1)
-            merged_keys = np.concatenate([best_keys, block_keys], axis=1)
-            order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
-            best_keys = np.take_along_axis(merged_keys, order, axis=1)
-            best_scores = np.take_along_axis(merged_scores, order, axis=1)
-        return best_keys, best_scores
+        if allowed is None:
+            return self.table.scan(queries, k)
+        keys = as_keys(allowed)
+        if len(keys) > SUBSET_GATHER_MAX:
+            return self.table.scan(queries, k, self.table.row_mask(keys))
+        keys = np.asarray([key for key in keys.tolist() if self.table.contains(key)], dtype=np.int64)
+        return top_k(queries @ self.table.vectors_for(keys).T if len(keys) else np.zeros((len(queries), 0), np.float32), keys, k)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "keys.npy", self._keys)
-        np.save(directory / "vectors.npy", self._vectors)
-        write_meta(directory, {"backend": self.backend, "dim": self.dim, "count": len(self)})
+        keys, vectors = self.table.live_vectors()
+        np.save(directory / "keys.npy", keys)
+        np.save(directory / "vectors.npy", vectors.astype(self.table.dtype))
+        write_meta(directory, {"backend": self.backend, "dim": self.dim, "dtype": self.table.dtype.name, "count": len(self)})
 
     @classmethod
     def load(cls, directory: Path) -> ExactIndex:
         directory = Path(directory)
         meta = read_meta(directory)
-        index = cls(meta["dim"])
-        index._keys = np.load(directory / "keys.npy")
-        index._vectors = np.load(directory / "vectors.npy")
-        if len(index._keys) != meta["count"] or len(index._vectors) != meta["count"]:
+        index = cls(meta["dim"], meta.get("dtype", "float32"))
+        keys, vectors = np.load(directory / "keys.npy"), np.load(directory / "vectors.npy")
+        if len(keys) != meta["count"] or len(vectors) != meta["count"]:
             raise ValueError("index files are inconsistent")
+        index.table.reserve(len(keys))
+        index.table.add(keys, vectors.astype(np.float32))
         return index

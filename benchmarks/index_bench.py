@@ -1,0 +1,199 @@
+"""Index backends side by side at catalogue scale: build time, memory, recall@10
+against exact search, single-query latency (1 thread) and batch QPS (2 threads).
+
+Vectors look like ours. The base is real EfficientNet-Lite0 features: 20,000
+Fashion-MNIST product images (Debian dataset-fashion-mnist, upscaled) and the
+demo photos with their 18 crops each. It is grown to N by adding Gaussian noise
+(sigma 0.01 per dimension, cosine about 0.94 to the source) to randomly chosen
+real vectors, so every real vector gets a cluster of near neighbours as a
+catalogue's similar items would. Queries are real vectors with fresh noise.
+Each backend runs in its own process, so memory figures do not mix.
+
+    .venv/bin/python benchmarks/index_bench.py --n 100000
+    .venv/bin/python benchmarks/index_bench.py --n 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, demo_photo_folder, print_table, write_json
+
+FASHION = Path(__file__).resolve().parents[1] / "data/debs/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+K = 10
+CONFIGS = {
+    "exact": ("exact", {}),
+    "exact-f16": ("exact", {"dtype": "float16"}),
+    "hnsw": ("hnsw", {"m": 16, "ef_construction": 200, "ef_search": 64}),
+    "hnsw-ef128": ("hnsw", {"m": 16, "ef_construction": 200, "ef_search": 128}),
+    "annoy": ("annoy", {"n_trees": 50, "search_k": 50_000}),
+    "annoy-200k": ("annoy", {"n_trees": 50, "search_k": 200_000}),
+}
+
+
+def base_features() -> np.ndarray:
+    cache = RESULTS / "base_features.npy"
+    if cache.exists():
+        return np.load(cache)
+    from PIL import Image
+
+    from lookalike.encoders import load_encoder
+    from lookalike.encoders.views import query_views
+    from lookalike.images import decode_image
+
+    encoder = load_encoder()
+    arrays = []
+    for path in sorted((demo_photo_folder() / "photos").rglob("*.jpg")):
+        arrays += [encoder.preprocess(view) for view in query_views(decode_image(path))]
+    if FASHION.exists():
+        with gzip.open(FASHION) as handle:
+            pixels = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:20_000]
+        arrays += [encoder.preprocess(Image.fromarray(255 - image).convert("RGB")) for image in pixels]
+    else:
+        print("dataset-fashion-mnist is missing (make setup): base is the demo photos only", file=sys.stderr)
+    features = np.concatenate([encoder.embed_arrays(np.stack(arrays[i : i + 64])) for i in range(0, len(arrays), 64)])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    np.save(cache, features)
+    return features
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_vectors(n: int, path: Path, seed: int = 0) -> None:
+    base = base_features()
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, base.shape[1]))
+    out[: min(n, len(base))] = base[:n]
+    for start in range(len(base), n, 100_000):
+        stop = min(start + 100_000, n)
+        source = base[rng.integers(0, len(base), stop - start)]
+        out[start:stop] = unit(source + rng.normal(0, 0.01, source.shape).astype(np.float32))
+    out.flush()
+
+
+def ground_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    best_scores = np.full((len(queries), K), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), K), np.int64)
+    for start in range(0, len(vectors), 100_000):
+        scores = queries @ np.asarray(vectors[start : start + 100_000]).T
+        merged = np.concatenate([best_scores, scores], axis=1)
+        rows = np.concatenate([best_rows, np.arange(start, start + scores.shape[1])[None].repeat(len(queries), 0)], axis=1)
+        order = np.argsort(-merged, axis=1)[:, :K]
+        best_scores, best_rows = np.take_along_axis(merged, order, 1), np.take_along_axis(rows, order, 1)
+    return best_rows
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(config: str, vectors_path: Path, queries_path: Path, truth_path: Path, single_queries: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from lookalike.index import create_index
+
+    backend, options = CONFIGS[config]
+    vectors = np.load(vectors_path, mmap_mode="r")
+    queries, truth = np.load(queries_path), np.load(truth_path)
+    before = rss_mb()
+    started = time.perf_counter()
+    index = create_index(backend, vectors.shape[1], capacity=len(vectors), **options)
+    for start in range(0, len(vectors), 50_000):
+        index.add(np.arange(start, min(start + 50_000, len(vectors))), np.array(vectors[start : start + 50_000]))
+    if backend == "annoy":
+        index.build()
+    built = time.perf_counter() - started
+    del vectors
+    memory = rss_mb() - before
+    with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
+        index.save(Path(scratch) / "index")
+        disk = sum(f.stat().st_size for f in (Path(scratch) / "index").iterdir()) / 2**20
+
+    with threadpool_limits(1):
+        latencies, found = [], []
+        for query in queries[:single_queries]:
+            started = time.perf_counter()
+            keys, _ = index.search(query[None], K)
+            latencies.append((time.perf_counter() - started) * 1000)
+            found.append(keys[0])
+    recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(found, truth)]))
+
+    batch = queries[: max(single_queries, 200)]
+    started = time.perf_counter()
+    if backend == "exact":
+        index.search(batch, K)  # one BLAS call on 2 threads
+    else:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda chunk: index.search(chunk, K), np.array_split(batch, 2)))
+    qps = len(batch) / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    index.add([len(truth) + 10**9], queries[:1])
+    newest, _ = index.search(queries[:1], 1)
+    add_ms = (time.perf_counter() - started) * 1000
+    return {"config": config, "build_s": round(built, 1), "rss_mb": round(memory), "disk_mb": round(disk),
+            "recall@10": round(recall, 3), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 3), "qps_2_threads": round(qps, 1),
+            "add_then_found_ms": round(add_ms, 2), "added_found": bool(newest[0, 0] == len(truth) + 10**9)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    work = RESULTS / f"index-{args.n}"
+    if args.worker:
+        print(json.dumps(worker(args.worker, work / "vectors.npy", work / "queries.npy", work / "truth.npy", args.queries)))
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "truth.npy").exists():
+        make_vectors(args.n, work / "vectors.npy")
+        base = base_features()
+        rng = np.random.default_rng(1)
+        queries = unit(base[rng.choice(len(base), args.queries, replace=False)] +
+                       rng.normal(0, 0.01, (args.queries, base.shape[1])).astype(np.float32))
+        np.save(work / "queries.npy", queries)
+        np.save(work / "truth.npy", ground_truth(np.load(work / "vectors.npy", mmap_mode="r"), queries))
+    rows = []
+    for config in args.configs.split(","):
+        result = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--queries", str(args.queries),
+                                 "--worker", config], capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"{config} failed: {result.stderr[-500:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    annoy = [row for row in rows if row["config"].startswith("annoy")]
+    for row in rows:
+        same_recall = [a for a in annoy if a["recall@10"] >= row["recall@10"] - 0.01]
+        row["vs annoy p50"] = (f"{min(a['p50_ms'] for a in same_recall) / row['p50_ms']:.0f}x"
+                               if same_recall and not row["config"].startswith("annoy") else "")
+    print(f"\nN={args.n:,} vectors of 1280-d (real Lite0 features grown by noise), {args.queries} queries, "
+          f"{os.cpu_count()} cores\n")
+    print_table(rows, ["config", "build_s", "rss_mb", "disk_mb", "recall@10", "p50_ms", "p99_ms", "qps_2_threads",
+                       "add_then_found_ms", "vs annoy p50"])
+    write_json(f"index_{args.n}", {"n": args.n, "configs": CONFIGS, "rows": rows})
+    shutil.rmtree(work / "scratch", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
