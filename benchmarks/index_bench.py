@@ -37,6 +37,7 @@ CONFIGS = {
     "exact-f16": ("exact", {"dtype": "float16"}),
     "hnsw": ("hnsw", {"m": 16, "ef_construction": 200, "ef_search": 64}),
     "hnsw-ef128": ("hnsw", {"m": 16, "ef_construction": 200, "ef_search": 128}),
+    "hnsw-pca": ("hnsw-pca", {"components": 256, "rerank": 4, "m": 16, "ef_construction": 200, "ef_search": 128}),
     "annoy": ("annoy", {"n_trees": 50, "search_k": 50_000}),
     "annoy-200k": ("annoy", {"n_trees": 50, "search_k": 200_000}),
 }
@@ -114,6 +115,10 @@ def worker(config: str, vectors_path: Path, queries_path: Path, truth_path: Path
     before = rss_mb()
     started = time.perf_counter()
     index = create_index(backend, vectors.shape[1], capacity=len(vectors), **options)
+    if hasattr(index, "vector_source"):
+        # Re-ranking reads the full vectors from disk, as the engine reads them from the catalogue store.
+        on_disk = np.load(vectors_path, mmap_mode="r")
+        index.vector_source = lambda keys: np.asarray(on_disk[np.asarray(keys)], dtype=np.float32)
     for start in range(0, len(vectors), 50_000):
         index.add(np.arange(start, min(start + 50_000, len(vectors))), np.array(vectors[start : start + 50_000]))
     if backend == "annoy":

@@ -164,12 +164,14 @@ def test_reindex_switches_model(small_catalog):
     assert np.isclose(np.linalg.norm(switched.embed([query])[0]), 1.0)
 
 
-@pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy"])
+@pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy", "hnsw-pca"])
 def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backend):
     import threading
 
     photos = sorted((demo_folder / "photos" / "town").rglob("*.jpg"))[:24]
-    engine = Engine(tmp_path / "catalog", encoder=encoder, index=backend)
+    # hnsw-pca learns its projection once 16 items exist, so the test crosses that point while searching.
+    options = {"train_size": 16, "components": 8} if backend == "hnsw-pca" else {}
+    engine = Engine(tmp_path / "catalog", encoder=encoder, index=backend, index_options=options)
     vectors = engine.embed(photos)
     engine.add_vectors([Item(f"base-{n}") for n in range(12)], vectors[:12])
     failures, stop = [], threading.Event()
@@ -202,3 +204,6 @@ def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backen
         thread.join()
     assert failures == []
     assert engine.catalog.count() == 12 and len(engine.index) == 12 and engine.check() == []
+    engine.close()
+    reopened = Engine(tmp_path / "catalog", encoder=encoder, index=backend, index_options=options)
+    assert [hit.id for hit in reopened.search_vector(vectors[3], k=3)][0] == "base-3"

@@ -18,13 +18,27 @@ def unit(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
 
 
 VARIANTS = {"exact": ("exact", {}), "exact-float16": ("exact", {"dtype": "float16"}), "hnsw": ("hnsw", {}),
-            "annoy": ("annoy", {"n_trees": 20})}
-APPROXIMATE = ["hnsw", "annoy"]
+            "annoy": ("annoy", {"n_trees": 20}), "hnsw-pca": ("hnsw-pca", {"train_size": 200, "components": 24})}
+APPROXIMATE = ["hnsw", "annoy", "hnsw-pca"]
 
 
 def make(variant: str, dim: int = DIM):
     backend, options = VARIANTS[variant]
-    return create_index(backend, dim, **options)
+    if backend == "hnsw-pca":
+        options = {**options, "components": min(options["components"], dim) if dim == DIM else 256}
+    index = create_index(backend, dim, **options)
+    if backend == "hnsw-pca":
+        # The engine gives this index the catalogue store to re-rank from; here a dict stands in for it.
+        stored: dict[int, np.ndarray] = {}
+        add = index.add
+
+        def add_and_store(keys, vectors):
+            stored.update(zip(np.atleast_1d(keys).tolist(), np.atleast_2d(np.asarray(vectors, np.float32))))
+            add(keys, vectors)
+
+        index.add = add_and_store
+        index.vector_source = lambda keys: np.stack([stored[key] for key in np.asarray(keys).tolist()])
+    return index
 
 
 @pytest.fixture(params=sorted(VARIANTS))
@@ -85,6 +99,8 @@ def test_save_then_load_gives_identical_results(backend, tmp_path):
     before = index.search(queries, 10)
     index.save(tmp_path / "saved")
     loaded = load_index(tmp_path / "saved")
+    if hasattr(index, "vector_source"):
+        loaded.vector_source = index.vector_source
     after = loaded.search(queries, 10)
     assert type(loaded) is type(index) and len(loaded) == len(index)
     assert (before[0] == after[0]).all() and np.allclose(before[1], after[1])

@@ -167,6 +167,15 @@ class Engine:
                 self._vector_index = self._load_or_build_index()
             return self._vector_index
 
+    def _stored_vectors(self, keys: np.ndarray) -> np.ndarray:
+        return self.catalog.vectors_for(keys, self.model_id)
+
+    def _attach(self, index: VectorIndex) -> VectorIndex:
+        """Give an index that re-ranks from the store its way to the stored vectors."""
+        if hasattr(index, "vector_source"):
+            index.vector_source = self._stored_vectors
+        return index
+
     def _index_state(self) -> dict:
         return {"generation": self.catalog.generation, "model_id": self.model_id}
 
@@ -183,15 +192,16 @@ class Engine:
             if state == self._index_state() and same_options:
                 index = load_index(folder)
                 if index.backend == backend or self.requested_backend == "auto":
-                    return index
+                    return self._attach(index)
         except (OSError, ValueError, KeyError, RuntimeError):
             pass  # missing, stale or damaged: rebuilt from the store below
         index = None
         try:
             for keys, vectors in self.catalog.vectors(self.model_id):
-                index = index or create_index(backend, vectors.shape[1], capacity=count + 1024, **self.index_options)
+                index = index or self._attach(create_index(backend, vectors.shape[1], capacity=count + 1024,
+                                                           **self.index_options))
                 index.add(keys, vectors)
-            index = index or create_index(backend, self.encoder.dim, **self.index_options)
+            index = index or self._attach(create_index(backend, self.encoder.dim, **self.index_options))
         except TypeError as error:
             raise LookalikeError(f"the {backend} index does not take these options: {error}") from None
         self._vector_index = index

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from lookalike.index.annoy_index import AnnoyIndex
 from lookalike.index.base import MISSING_KEY, VectorIndex, read_meta
+from lookalike.index.compressed import CompressedHnswIndex
 from lookalike.index.exact import ExactIndex
 from lookalike.index.hnsw import HnswIndex
 
-BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex, "annoy": AnnoyIndex}
+BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex, "annoy": AnnoyIndex}
 #: Below this many items exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
 
@@ -31,5 +32,6 @@ def load_index(directory: Path) -> VectorIndex:
     return BACKENDS[backend].load(directory)
 
 
-__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "ExactIndex", "HnswIndex", "VectorIndex",
+__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
+           "VectorIndex",
            "choose_backend", "create_index", "load_index"]

@@ -316,6 +316,18 @@ class Catalog:
             row = self._db.execute("SELECT vector FROM vectors WHERE key = ? AND model_id = ?", (key, model_id)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
+    def vectors_for(self, keys: np.ndarray, model_id: str) -> np.ndarray:
+        """The vectors of ``keys``, in that order (all must exist)."""
+        keys = [int(key) for key in keys]
+        found: dict[int, bytes] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(self._db.execute(
+                    f"SELECT key, vector FROM vectors WHERE model_id = ? AND key IN ({marks})", [model_id, *chunk]))
+        return np.frombuffer(b"".join(found[key] for key in keys), dtype=np.float32).reshape(len(keys), -1)
+
     def vectors(self, model_id: str, batch_rows: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, vectors) in batches, for every item with a vector of ``model_id``."""
         last = -1
