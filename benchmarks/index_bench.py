@@ -128,7 +128,7 @@ def worker(config: str, vectors_path: Path, queries_path: Path, truth_path: Path
     memory = rss_mb() - before
     with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
         index.save(Path(scratch) / "index")
-        disk = sum(f.stat().st_size for f in (Path(scratch) / "index").iterdir()) / 2**20
+        disk = sum(f.stat().st_size for f in (Path(scratch) / "index").rglob("*") if f.is_file()) / 2**20
 
     attribute, values = SWEEPS.get(config, (None, [None]))
     measured = []
