@@ -24,6 +24,7 @@ bench: setup
 	$(BIN)/python benchmarks/query_bench.py
 	$(BIN)/python benchmarks/hnsw_choice.py
 	$(BIN)/python benchmarks/http_load.py
+	$(BIN)/python benchmarks/index_bench.py --n 100000
 
 clean:
 	rm -rf demo-catalog .pytest_cache
