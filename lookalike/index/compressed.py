@@ -60,6 +60,12 @@ class CompressedHnswIndex(ApproximateIndex):
             raise RuntimeError("the compressed index needs a vector source to re-rank (the catalogue store)")
         return np.asarray(self.vector_source(keys), dtype=np.float32)
 
+    def _project(self, vectors: np.ndarray) -> np.ndarray:
+        # Normalised, so the graph ranks by cosine in the projection: raw inner products would
+        # favour items whose energy happens to lie in the kept directions over the closest ones.
+        projected = vectors @ self.projection
+        return projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
+
     def _train(self) -> None:
         keys = np.fromiter(self._pending, dtype=np.int64, count=len(self._pending))
         vectors = np.stack(list(self._pending.values()))
@@ -67,13 +73,13 @@ class CompressedHnswIndex(ApproximateIndex):
         self.projection = np.ascontiguousarray(right[: self.components].T.astype(np.float32))
         self._graph = HnswIndex(self.components, self.m, self.ef_construction, self.ef_search,
                                 capacity=max(self.capacity, 2 * len(keys)))
-        self._graph.add(keys, vectors @ self.projection)
+        self._graph.add(keys, self._project(vectors))
         self._pending.clear()
 
     def add(self, keys, vectors) -> None:
         keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
         if self._graph is not None:
-            self._graph.add(keys, vectors @ self.projection)
+            self._graph.add(keys, self._project(vectors))
             return
         self._pending.update(zip(keys.tolist(), vectors))
         if len(self._pending) >= self.train_size:
@@ -90,7 +96,7 @@ class CompressedHnswIndex(ApproximateIndex):
         if self._graph is None:
             return None  # not trained yet: the exact scan answers
         self._graph.ef_search = self.ef_search
-        found = self._graph.approximate(queries @ self.projection, min(len(self), k * self.rerank), accept)
+        found = self._graph.approximate(self._project(queries), min(len(self), k * self.rerank), accept)
         if found is None:
             return None
         out_keys = np.empty((len(queries), k), np.int64)
