@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from lookalike.api.limits import BodySizeLimit
-from lookalike.engine import Engine, LookalikeError
+from lookalike.engine import Engine, ItemExistsError, ItemNotFoundError, LookalikeError
 from lookalike.images import DecodeLimits, ImageDecodeError
 from lookalike.images.fetch import FetchError, FetchPolicy, fetch_image_bytes
 from lookalike.store import CatalogError, Item, ItemFilter
@@ -58,8 +58,10 @@ class ApiError(Exception):
 def _error_status(error: Exception) -> int:
     if isinstance(error, ImageDecodeError):
         return 415 if "not an image" in str(error) else 422
-    if isinstance(error, LookalikeError) and str(error).startswith("no item"):
+    if isinstance(error, ItemNotFoundError):
         return 404
+    if isinstance(error, ItemExistsError):
+        return 409
     return 400
 
 
@@ -205,9 +207,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeL
         form = await request.form()
         image = await _upload_from(form, "image")
         item = _item_from_form(form)
-        if engine.catalog.get(item.id) is not None:
-            raise ApiError(409, f"an item with id {item.id!r} exists; delete it first")
-        added = await run_in_threadpool(engine.add_item, item, image)
+        added = await run_in_threadpool(engine.add_item, item, image, False)
         body = added.public_dict()
         body.pop("image_path")
         return {**body, **item_urls(added.id)}

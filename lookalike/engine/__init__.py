@@ -1,7 +1,17 @@
 """The engine: the one place that ties images, encoders, the store and the index."""
 
-from lookalike.engine.engine import Engine, IndexReport, LookalikeError, PriceEvaluation, SearchHit, SearchResult
+from lookalike.engine.engine import (
+    Engine,
+    IndexReport,
+    ItemExistsError,
+    ItemNotFoundError,
+    LookalikeError,
+    PriceEvaluation,
+    SearchHit,
+    SearchResult,
+)
 from lookalike.engine.pricing import PricedNeighbour, PriceEstimate
 
-__all__ = ["Engine", "IndexReport", "LookalikeError", "PriceEstimate", "PriceEvaluation", "PricedNeighbour",
+__all__ = ["Engine", "IndexReport", "ItemExistsError", "ItemNotFoundError",
+           "LookalikeError", "PriceEstimate", "PriceEvaluation", "PricedNeighbour",
            "SearchHit", "SearchResult"]

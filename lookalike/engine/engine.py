@@ -37,6 +37,14 @@ class LookalikeError(RuntimeError):
     """An error whose message is meant for the user, as is."""
 
 
+class ItemNotFoundError(LookalikeError):
+    pass
+
+
+class ItemExistsError(LookalikeError):
+    pass
+
+
 @dataclass
 class SearchHit:
     id: str
@@ -306,9 +314,12 @@ class Engine:
             self._index_dirty = True
             return keys
 
-    def add_item(self, item: Item, image: ImageInput) -> Item:
+    def add_item(self, item: Item, image: ImageInput, replace: bool = True) -> Item:
         """Add one item from an image (path, bytes or PIL image); durable and
-        searchable on return. Bytes are kept as a copy in the catalogue folder."""
+        searchable on return. Bytes are kept as a copy in the catalogue folder.
+        With ``replace=False`` an existing id is refused (ItemExistsError)."""
+        if not replace and self.catalog.get(item.id) is not None:
+            raise ItemExistsError(f"an item with id {item.id!r} exists; delete it first")
         vector = self.embed([image])
         if isinstance(image, (bytes, bytearray)):
             item.image_path = str(self._store_copy(bytes(image)))
@@ -337,7 +348,7 @@ class Engine:
         """A JPEG of the item's photo: 'thumb' (made once, cached) or 'full' (the original file)."""
         item = self.catalog.get(item_id)
         if item is None:
-            raise LookalikeError(f"no item with id {item_id!r}")
+            raise ItemNotFoundError(f"no item with id {item_id!r}")
         if not item.image_path or not Path(item.image_path).is_file():
             raise LookalikeError(f"the photo of item {item_id!r} is missing")
         if size == "full":
@@ -513,7 +524,7 @@ class Engine:
     def _item_vector(self, item_id: str) -> tuple[Item, np.ndarray]:
         item = self.catalog.get(item_id)
         if item is None:
-            raise LookalikeError(f"no item with id {item_id!r}")
+            raise ItemNotFoundError(f"no item with id {item_id!r}")
         vector = self.catalog.vector(item.key, self.model_id)
         if vector is None:
             raise LookalikeError(f"item {item_id!r} has no vector of model {self.model_id}; run `lookalike reindex`")
@@ -539,14 +550,15 @@ class Engine:
 
     def evaluate_price(self, k: int = 10, limit: int | None = None) -> PriceEvaluation:
         """Leave-one-out over priced items: our error against two naive baselines."""
-        priced = [item for item in self.catalog.items(ItemFilter(has_price=True)) if item.price]
+        every_priced = list(self.catalog.items(ItemFilter(has_price=True)))
+        priced = [item for item in every_priced if item.price]
         if len(priced) < 3:
             raise LookalikeError("evaluate-price needs at least 3 items with a price")
         if limit:
             priced = priced[:: max(1, len(priced) // limit)][:limit]
-        all_prices = np.asarray([item.price for item in self.catalog.items(ItemFilter(has_price=True))], np.float64)
+        all_prices = np.asarray([item.price for item in every_priced], np.float64)
         by_category: dict[str | None, list[float]] = {}
-        for item in self.catalog.items(ItemFilter(has_price=True)):
+        for item in every_priced:
             by_category.setdefault(item.category, []).append(item.price)
         ours, global_errors, category_errors, covered, low = [], [], [], 0, 0
         for item in priced:
@@ -636,4 +648,5 @@ class Engine:
         return problems
 
 
-__all__ = ["CatalogError", "Engine", "IndexReport", "LookalikeError", "SearchHit", "SearchResult"]
+__all__ = ["CatalogError", "Engine", "IndexReport", "ItemExistsError", "ItemNotFoundError", "LookalikeError", "SearchHit",
+           "SearchResult"]

@@ -126,12 +126,8 @@ class ApproximateIndex:
     def exact(self, queries: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(keys) == 0:
             return top_k(np.zeros((len(queries), 0), np.float32), keys, k)
-        scores = np.empty((len(queries), 0), np.float32)
-        parts = []
-        for start in range(0, len(keys), 65536):
-            block = keys[start : start + 65536]
-            parts.append(queries @ self.vectors_for(block).T)
-        scores = np.concatenate(parts, axis=1) if parts else scores
+        scores = np.concatenate(
+            [queries @ self.vectors_for(keys[start : start + 65536]).T for start in range(0, len(keys), 65536)], axis=1)
         return top_k(scores, keys, k)
 
     def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
