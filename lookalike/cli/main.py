@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many items")
     evaluate_price.add_argument("--json", action="store_true")
 
+    evaluate = commands.add_parser("evaluate", help="retrieval quality: recall@1/5/10, mAP@10, MRR over a queries CSV")
+    evaluate.add_argument("queries", help="CSV with columns query_image,relevant_ids (ids separated by |; "
+                          "paths relative to the CSV)")
+    evaluate.add_argument("-k", type=int, default=10, help="ranks scored (default 10)")
+    evaluate.add_argument("--misses", type=int, default=20, help="missed queries to list (default 20)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_filters(evaluate)
+
     demo = commands.add_parser("demo", help="build the demo catalogue from bundled real photos, search it, serve it")
     demo.add_argument("--queries", type=int, default=3, help="example searches to show (default 3)")
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
@@ -292,6 +301,33 @@ def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
+    on_total, on_progress, close = _progress(args.quiet or args.json, "evaluating")
+    try:
+        evaluation = engine.evaluate(args.queries, args.k, _filter(args), on_total, on_progress)
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), ensure_ascii=False))
+        return 0
+    print(f"{evaluation.queries} queries, {engine.catalog.count()} items, model {engine.model_id}, "
+          f"query mode {engine.query_mode}, {evaluation.seconds / evaluation.queries * 1000:.0f} ms per query")
+    for at, value in evaluation.recall.items():
+        print(f"  recall@{at:<3} {value:.3f}")
+    print(f"  mAP@{evaluation.k:<5} {evaluation.map_at_k:.3f}\n  MRR       {evaluation.mrr:.3f}")
+    if evaluation.unknown_ids:
+        shown = ", ".join(evaluation.unknown_ids[:5])
+        print(f"  warning: {len(evaluation.unknown_ids)} relevant ids are not in the catalogue: {shown}")
+    misses = evaluation.misses
+    if misses and args.misses > 0:
+        print(f"\nnot at rank 1 ({len(misses)}; first relevant rank, query, relevant -> what came first):")
+        for outcome in misses[: args.misses]:
+            rank = outcome.first_rank or f">{evaluation.k}"
+            found = outcome.error or (outcome.ranked[0] if outcome.ranked else "nothing")
+            print(f"  {rank!s:>4}  {outcome.query}  {'|'.join(outcome.relevant)} -> {found}")
+    return 0
+
+
 def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from lookalike.engine.demo import DemoDataMissing, run_demo
 
@@ -320,10 +356,11 @@ def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
-    "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price, "demo": _cmd_demo,
+    "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price,
+    "evaluate": _cmd_evaluate, "demo": _cmd_demo,
     "serve": _cmd_serve, "bench-index": _cmd_bench_index,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "serve", "bench-index"}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

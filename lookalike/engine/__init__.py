@@ -10,8 +10,9 @@ from lookalike.engine.engine import (
     SearchHit,
     SearchResult,
 )
+from lookalike.engine.evaluation import QueriesFileError, RetrievalEvaluation
 from lookalike.engine.pricing import PricedNeighbour, PriceEstimate
 
 __all__ = ["Engine", "IndexReport", "ItemExistsError", "ItemNotFoundError",
-           "LookalikeError", "PriceEstimate", "PriceEvaluation", "PricedNeighbour",
+           "LookalikeError", "PriceEstimate", "QueriesFileError", "RetrievalEvaluation", "PriceEvaluation", "PricedNeighbour",
            "SearchHit", "SearchResult"]

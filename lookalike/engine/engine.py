@@ -20,6 +20,7 @@ from PIL import Image
 
 from lookalike.encoders import DEFAULT_MODEL, Encoder, load_encoder
 from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES, query_views
+from lookalike.engine.evaluation import QueryOutcome, RetrievalEvaluation, read_queries_csv, summarise
 from lookalike.engine.pricing import PricedNeighbour, PriceEstimate, absolute_percentage_error, estimate_price
 from lookalike.engine.sources import Problem, SourceEntry, entries_from_folder, entries_from_metadata
 from lookalike.images import DecodeLimits, ImageDecodeError, decode_image
@@ -576,6 +577,31 @@ class Engine:
         count = len(ours)
         return PriceEvaluation(count, k, float(np.median(ours)), float(np.median(global_errors)),
                                float(np.median(category_errors)), covered / count, low / count)
+
+    def evaluate(self, queries_csv: str | os.PathLike, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+                 on_total: Callable[[int], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> RetrievalEvaluation:
+        """Search with every query photo of a queries CSV and score the rankings
+        against its relevant ids (see engine/evaluation.py). A query photo that
+        cannot be read counts as a miss and is reported with its error."""
+        if k < 1:
+            raise LookalikeError("k must be at least 1")
+        queries = read_queries_csv(queries_csv)
+        if on_total:
+            on_total(len(queries))
+        started = time.perf_counter()
+        outcomes = []
+        for query in queries:
+            try:
+                ranked = [hit.id for hit in self.search(query.image, k, item_filter).hits]
+                outcomes.append(QueryOutcome(str(query.image), query.relevant, ranked))
+            except (ImageDecodeError, OSError) as error:
+                outcomes.append(QueryOutcome(str(query.image), query.relevant, [], f"line {query.line}: {error}"))
+            if on_progress:
+                on_progress(1)
+        wanted = {item_id for query in queries for item_id in query.relevant}
+        unknown = [item_id for item_id in wanted if self.catalog.get(item_id) is None]
+        return summarise(outcomes, k, unknown, time.perf_counter() - started)
 
     def bench_index(self, queries: int = 200, k: int = 10, seed: int = 0) -> dict:
         """Recall@k and single-query latency of the current index against exact
