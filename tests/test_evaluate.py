@@ -22,6 +22,7 @@ def test_metrics_by_hand():
     assert evaluation.recall == {1: 0.5, 5: 0.75, 10: 0.75}
     assert evaluation.map_at_k == pytest.approx((1 + 1 / 3 + 5 / 6 + 0) / 4)
     assert evaluation.mrr == pytest.approx((1 + 1 / 3 + 1 + 0) / 4)
+    assert evaluation.precision_at_k == pytest.approx((1 + 1 + 2 + 0) / 10 / 4)
     assert [outcome.query for outcome in evaluation.misses] == ["q4", "q2"]  # worst first
     assert summarise(outcomes, k=2).recall == {1: 0.5}  # recall@5/10 are not claimed when only 2 ranks are scored
 
@@ -77,6 +78,7 @@ def test_evaluate_cli_on_hand_made_set(two_item_catalog):
     assert report["recall"] == {"1": pytest.approx(2 / 5), "5": pytest.approx(3 / 5), "10": pytest.approx(3 / 5)}
     assert report["map_at_k"] == pytest.approx((1 + 0.5 + 1 + 0 + 0) / 5)
     assert report["mrr"] == pytest.approx((1 + 0.5 + 1 + 0 + 0) / 5)
+    assert report["precision_at_k"] == pytest.approx((1 + 1 + 2 + 0 + 0) / 10 / 5)
     assert report["unknown_ids"] == ["GHOST"]
     misses = {(miss["query"].rsplit("/", 1)[-1], miss["first_rank"]) for miss in report["misses"]}
     assert misses == {("a.jpg", 2), ("b.jpg", None), ("not an image.jpg", None)}

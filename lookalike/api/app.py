@@ -162,13 +162,15 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeL
             body = await _json_body(request)
             if body.get("item_id"):
                 result = await run_in_threadpool(engine.search_by_id, str(body["item_id"]), k, filters, True)
+            elif body.get("text"):
+                result = await run_in_threadpool(engine.search_text, str(body["text"]), k, filters, True)
             elif body.get("url"):
                 data = await run_in_threadpool(fetch_image_bytes, str(body["url"]), fetch_policy)
                 result = await run_in_threadpool(engine.search, data, k, filters, True)
                 result.query = str(body["url"])
                 embed_seconds.observe(result.embed_ms / 1000)
             else:
-                raise ApiError(422, 'send {"item_id": ...} or {"url": ...}')
+                raise ApiError(422, 'send {"item_id": ...}, {"url": ...} or {"text": ...}')
         else:
             raise ApiError(415, "send a multipart/form-data upload with an 'image' field, or JSON")
         return present(result.to_dict())

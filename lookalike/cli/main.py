@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find the catalogue items most similar to photos or to an item")
     search.add_argument("images", nargs="*", help="query photos")
     search.add_argument("--id", dest="item_id", help="search by an item already in the catalogue (more like this)")
+    search.add_argument("--text", help='search by a description, e.g. "red armchair" (needs a CLIP model, --model hf:...)')
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--json", action="store_true", help="one JSON object per query")
     add_filters(search)
@@ -178,13 +179,15 @@ def _cmd_index(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _cmd_search(engine: Engine, args: argparse.Namespace) -> int:
-    if bool(args.images) == bool(args.item_id):
-        raise CliError("give query images or --id ITEM, not both")
+    if sum(map(bool, (args.images, args.item_id, args.text))) != 1:
+        raise CliError("give query images, --id ITEM or --text TEXT (one of them)")
     item_filter = _filter(args)
     failures = 0
     results = []
     if args.item_id:
         results.append(engine.search_by_id(args.item_id, args.k, item_filter))
+    if args.text:
+        results.append(engine.search_text(args.text, args.k, item_filter))
     for image in args.images:
         try:
             results.append(engine.search(image, args.k, item_filter))
@@ -314,7 +317,8 @@ def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
           f"query mode {engine.query_mode}, {evaluation.seconds / evaluation.queries * 1000:.0f} ms per query")
     for at, value in evaluation.recall.items():
         print(f"  recall@{at:<3} {value:.3f}")
-    print(f"  mAP@{evaluation.k:<5} {evaluation.map_at_k:.3f}\n  MRR       {evaluation.mrr:.3f}")
+    print(f"  mAP@{evaluation.k:<5} {evaluation.map_at_k:.3f}\n  MRR       {evaluation.mrr:.3f}\n"
+          f"  P@{evaluation.k:<7} {evaluation.precision_at_k:.3f}")
     if evaluation.unknown_ids:
         shown = ", ".join(evaluation.unknown_ids[:5])
         print(f"  warning: {len(evaluation.unknown_ids)} relevant ids are not in the catalogue: {shown}")

@@ -8,11 +8,37 @@ DEFAULT_MODEL = "efficientnet-lite0:avg"
 
 
 def load_encoder(spec: str = DEFAULT_MODEL, threads: int | None = None) -> Encoder:
-    """Load an encoder from a spec such as ``efficientnet-lite2:gem``."""
-    from lookalike.encoders.onnx_encoder import OnnxEfficientNetLite
+    """Load an encoder from a spec: a built-in model such as ``efficientnet-lite2:gem``
+    (see onnx_encoder.ImageModelSpec), ``hf:FOLDER_OR_CACHED_REPO`` for a local CLIP or
+    DINOv2 checkpoint, or ``python:MODULE:FACTORY`` for your own Encoder."""
+    if spec.startswith("hf:"):
+        from lookalike.encoders.hf_encoder import HuggingFaceEncoder
 
-    name, _, pooling = spec.partition(":")
-    return OnnxEfficientNetLite(name, pooling or "avg", threads=threads)
+        return HuggingFaceEncoder(spec[3:], threads=threads)
+    if spec.startswith("python:"):
+        return _load_python_encoder(spec[len("python:"):])
+    from lookalike.encoders.onnx_encoder import OnnxImageEncoder
+
+    return OnnxImageEncoder(spec, threads=threads)
+
+
+def _load_python_encoder(target: str) -> Encoder:
+    """``module:factory``: a callable returning an object with the Encoder interface
+    (model_id, dim, decode_size, preprocess, embed_arrays), the way imagededup takes a custom model."""
+    import importlib
+
+    module_name, _, factory_name = target.partition(":")
+    if not module_name or not factory_name:
+        raise ValueError(f"python:{target}: expected python:MODULE:FACTORY")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"python:{target}: {error}") from None
+    encoder = factory()
+    missing = [name for name in ("model_id", "dim", "decode_size", "preprocess", "embed_arrays") if not hasattr(encoder, name)]
+    if missing:
+        raise ValueError(f"python:{target}: the encoder lacks {', '.join(missing)}")
+    return encoder
 
 
 __all__ = ["DEFAULT_MODEL", "Encoder", "embed_images", "l2_normalise", "load_encoder"]

@@ -144,9 +144,9 @@ class EfficientNetLite(nn.Module):
         return feature_map, logits
 
 
-def load_efficientnet_lite(variant: LiteVariant) -> EfficientNetLite:
+def load_efficientnet_lite(variant: LiteVariant, image_size: int | None = None) -> EfficientNetLite:
     state_dict = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
-    model = EfficientNetLite(state_dict, variant.image_size)
+    model = EfficientNetLite(state_dict, image_size or variant.image_size)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     unexpected = [key for key in unexpected if not key.endswith("num_batches_tracked")]
     if missing or unexpected:

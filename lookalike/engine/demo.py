@@ -165,10 +165,33 @@ def backgrounds() -> list[Image.Image]:
     return found
 
 
+def perspective_coefficients(target: np.ndarray, source: np.ndarray) -> list[float]:
+    """PIL PERSPECTIVE coefficients mapping output corners ``target`` to input corners ``source`` (4x2 each)."""
+    rows = []
+    for (x, y), (u, v) in zip(target, source):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    return np.linalg.solve(np.asarray(rows, np.float64), source.reshape(8)).tolist()
+
+
+def tilt(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+    """The object seen from a little off-axis: each corner moved by up to ``strength`` of the side."""
+    width, height = image.size
+    corners = np.asarray([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    moved = corners + rng.uniform(-strength, strength, size=(4, 2)) * [width, height]
+    moved -= moved.min(axis=0)
+    size = tuple(int(value) + 1 for value in moved.max(axis=0))
+    coefficients = perspective_coefficients(moved, corners)
+    return image.transform(size, Image.Transform.PERSPECTIVE, coefficients, Image.Resampling.BICUBIC)
+
+
 def make_phone_photo(cutout: Image.Image, background: Image.Image, rng: np.random.Generator,
-                     output_side: int = 640, jpeg_quality: int = 60) -> bytes:
+                     output_side: int = 640, jpeg_quality: int = 60, perspective: float = 0.0,
+                     occlusion: float = 0.0, light_gradient: bool = False) -> bytes:
     """A new photo of the same object: other background, scale 0.5-0.9, rotation
-    up to 15 degrees, colour and light shift, slight blur, JPEG compression."""
+    up to 15 degrees, colour and light shift, slight blur, JPEG compression;
+    optionally a perspective tilt (corners moved by up to ``perspective`` of the
+    side), an occluder covering up to ``occlusion`` of the object, and uneven light."""
     side = output_side
     scale = rng.uniform(0.5, 0.9)
     bg_scale = side / min(background.size) * rng.uniform(1.0, 1.6)
@@ -176,15 +199,32 @@ def make_phone_photo(cutout: Image.Image, background: Image.Image, rng: np.rando
     left = int(rng.integers(0, bg.width - side + 1))
     top = int(rng.integers(0, bg.height - side + 1))
     canvas = bg.crop((left, top, left + side, top + side))
-    item = cutout.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BICUBIC, expand=True)
+    item = cutout.convert("RGBA")
+    if perspective:
+        item = tilt(item, perspective, rng)
+    item = item.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BICUBIC, expand=True)
     fit = scale * side / max(item.size)
     item = item.resize((max(1, int(item.width * fit)), max(1, int(item.height * fit))), Image.Resampling.BICUBIC)
     x = int(rng.integers(0, side - item.width + 1))
     y = int(rng.integers(0, side - item.height + 1))
     canvas.paste(item, (x, y), item)
+    if occlusion:
+        # A hand or another object over one edge of the item: a patch of the background photo.
+        share = float(rng.uniform(occlusion / 2, occlusion))
+        cover_w, cover_h = (int(item.width * share), item.height) if rng.random() < 0.5 else (item.width, int(item.height * share))
+        cover_x = x if rng.random() < 0.5 else x + item.width - cover_w
+        cover_y = y if rng.random() < 0.5 else y + item.height - cover_h
+        patch_x = int(rng.integers(0, bg.width - cover_w + 1))
+        patch_y = int(rng.integers(0, bg.height - cover_h + 1))
+        canvas.paste(bg.crop((patch_x, patch_y, patch_x + cover_w, patch_y + cover_h)), (cover_x, cover_y))
     canvas = ImageEnhance.Brightness(canvas).enhance(float(rng.uniform(0.8, 1.2)))
     canvas = ImageEnhance.Color(canvas).enhance(float(rng.uniform(0.8, 1.2)))
     tint = np.asarray(canvas, np.float32) * rng.uniform(0.92, 1.08, size=3)
+    if light_gradient:
+        direction = rng.normal(size=2)
+        direction /= np.linalg.norm(direction) + 1e-9
+        ys, xs = np.mgrid[0:side, 0:side] / side - 0.5
+        tint *= (1.0 + float(rng.uniform(0.15, 0.4)) * (xs * direction[0] + ys * direction[1]))[..., None]
     canvas = Image.fromarray(np.clip(tint, 0, 255).astype("uint8"))
     canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.0))))
     buffer = io.BytesIO()

@@ -157,6 +157,9 @@ class Engine:
         model_id = self.catalog.model_id
         if not model_id:
             return None
+        stored = self.catalog.get_meta("model_spec")
+        if stored and stored.partition("@")[2] == model_id:
+            return stored.partition("@")[0]
         name, pooling, *_ = model_id.split(":")
         return f"{name}:{pooling}"
 
@@ -313,7 +316,15 @@ class Engine:
             keys = self.catalog.upsert(zip(items, vectors), self.model_id)
             index.add(np.asarray(keys, np.int64), vectors)
             self._index_dirty = True
+            self._remember_model_spec()
             return keys
+
+    def _remember_model_spec(self) -> None:
+        """Record how to load this catalogue's model (``hf:...``, ``...:int8``), which its model id alone does not say."""
+        if self.model_spec and self.catalog.model_id == self.model_id:
+            record = f"{self.model_spec}@{self.model_id}"
+            if self.catalog.get_meta("model_spec") != record:
+                self.catalog.set_meta("model_spec", record)
 
     def add_item(self, item: Item, image: ImageInput, replace: bool = True) -> Item:
         """Add one item from an image (path, bytes or PIL image); durable and
@@ -460,6 +471,7 @@ class Engine:
                 on_progress(len(todo[start : start + BATCH_SIZE]))
         if not report.problems:
             self.catalog.switch_model(self.model_id)
+            self._remember_model_spec()
         with self._index_lock:
             self._vector_index = None
         _ = self.index  # rebuild for the new model
@@ -511,6 +523,23 @@ class Engine:
         hits = self.search_vector(vectors, k, item_filter)
         estimate = self.estimate_price_for_vector(vectors, item_filter=item_filter) if with_estimate else None
         return SearchResult(_describe(query), hits, (time.perf_counter() - started) * 1000, embed_ms, estimate)
+
+    def search_text(self, text: str, k: int = 10, item_filter: ItemFilter = ItemFilter(),
+                    with_estimate: bool = False) -> SearchResult:
+        """Items whose photos match a description ("red armchair"); needs a model
+        with a text tower (a CLIP checkpoint, ``--model hf:...``)."""
+        text = text.strip()
+        if not text:
+            raise LookalikeError("the text query is empty")
+        embed_texts = getattr(self.encoder, "embed_texts", None)
+        if embed_texts is None or not getattr(self.encoder, "has_text", True):
+            raise LookalikeError(f"model {self.model_id} has no text tower: text search needs a CLIP model (--model hf:FOLDER)")
+        started = time.perf_counter()
+        vector = embed_texts([text])
+        embed_ms = (time.perf_counter() - started) * 1000
+        hits = self.search_vector(vector, k, item_filter)
+        estimate = self.estimate_price_for_vector(vector, item_filter=item_filter) if with_estimate else None
+        return SearchResult(f"text: {text}", hits, (time.perf_counter() - started) * 1000, embed_ms, estimate)
 
     def search_by_id(self, item_id: str, k: int = 10, item_filter: ItemFilter = ItemFilter(),
                      with_estimate: bool = False) -> SearchResult:

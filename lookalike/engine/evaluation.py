@@ -9,6 +9,7 @@ retrieval papers):
 - recall@k: the share of queries with at least one relevant item in the top k;
 - AP@k: the mean over relevant items found in the top k of the precision at
   their rank, divided by min(number of relevant items, k); mAP@k is its mean;
+- precision@k: the mean share of relevant items among the top k;
 - MRR: the mean of 1 / rank of the first relevant item (0 when none is in the
   top k).
 """
@@ -56,6 +57,7 @@ class RetrievalEvaluation:
     recall: dict[int, float]
     map_at_k: float
     mrr: float
+    precision_at_k: float
     outcomes: list[QueryOutcome] = field(repr=False)
     unknown_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -69,7 +71,8 @@ class RetrievalEvaluation:
     def to_dict(self) -> dict:
         return {
             "queries": self.queries, "k": self.k, "recall": {str(at): value for at, value in self.recall.items()},
-            "map_at_k": self.map_at_k, "mrr": self.mrr, "unknown_ids": self.unknown_ids, "seconds": self.seconds,
+            "map_at_k": self.map_at_k, "mrr": self.mrr,
+            "precision_at_k": self.precision_at_k, "unknown_ids": self.unknown_ids, "seconds": self.seconds,
             "misses": [{**asdict(outcome), "first_rank": outcome.first_rank} for outcome in self.misses],
         }
 
@@ -116,4 +119,5 @@ def summarise(outcomes: Sequence[QueryOutcome], k: int = 10, unknown_ids: Sequen
     recall = {at: sum(1 for rank in ranks if rank is not None and rank <= at) / count for at in RECALL_AT if at <= k}
     map_at_k = sum(average_precision(o.ranked, o.relevant, k) for o in outcomes) / count
     mrr = sum(1.0 / rank for rank in ranks if rank is not None and rank <= k) / count
-    return RetrievalEvaluation(count, k, recall, map_at_k, mrr, list(outcomes), sorted(set(unknown_ids)), seconds)
+    precision = sum(len(set(o.ranked[:k]) & set(o.relevant)) / k for o in outcomes) / count
+    return RetrievalEvaluation(count, k, recall, map_at_k, mrr, precision, list(outcomes), sorted(set(unknown_ids)), seconds)

@@ -185,6 +185,10 @@ class Catalog:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            self._set_meta(db, key, value)
+
     def _set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
