@@ -144,6 +144,18 @@ def fashion_row(model: dict, catalogue_transform=None) -> dict:
     return {"fashion P@1": f"{result.recall[1]:.3f}", "fashion P@10": f"{result.precision_at_k:.3f}"}
 
 
+def concatenate(first: dict, second: dict) -> dict:
+    """Both models' vectors side by side (each unit length, so the result is too after / sqrt 2)."""
+    layout = {name: count for name, count in first["layout"].items() if second["layout"].get(name) == count}
+    result = dict(first)
+    result.update(spec=f"{first['spec']} + {second['spec']}", layout=layout,
+                  catalogue=np.concatenate([first["catalogue"], second["catalogue"]], axis=1) / np.sqrt(2),
+                  views=np.concatenate([select(first, tuple(layout)), select(second, tuple(layout))], axis=2) / np.sqrt(2),
+                  img_per_s=1 / (1 / first["img_per_s"] + 1 / second["img_per_s"]))
+    result["ms_per_view"] = 1000 / result["img_per_s"]
+    return result
+
+
 def steps(models: dict[str, dict]) -> list[dict]:
     rows = []
 
@@ -161,28 +173,25 @@ def steps(models: dict[str, dict]) -> list[dict]:
     for model in models.values():
         add("whole photo", model, ("whole",), fashion=fashion_row(model))
         add("whole + 3x3 crops at 3/4 and 1/2, best view", model, ("whole", "3x3"))
+        if "4x4" in model["layout"]:
+            add("whole + 4x4 crops at 3/4 and 1/2, best view", model, ("whole", "4x4"))
+    mobilenets = [model for spec, model in models.items() if spec.startswith("mobilenetv2")]
+    for spec in ("efficientnet-lite0:avg", "efficientnet-lite0:avg:int8"):
+        for mobilenet in mobilenets if spec in models else ():
+            concatenated = concatenate(models[spec], mobilenet)
+            add("concatenated with mobilenetv2, whole photo", concatenated, ("whole",))
+            add("concatenated with mobilenetv2, 3x3 crops", concatenated, ("whole", "3x3"))
+            if "4x4" in concatenated["layout"]:
+                add("concatenated with mobilenetv2, 4x4 crops", concatenated, ("whole", "4x4"))
     if lite0 is None:
         return rows
     add("+ flipped whole photo", lite0, ("whole", "flip", "3x3"))
-    add("4x4 crops instead of 3x3", lite0, ("whole", "4x4"))
     add("4x4 crops, item scored by its best two views", lite0, ("whole", "4x4"), aggregate="top2")
     add("3x3 crops, best two views", lite0, ("whole", "3x3"), aggregate="top2")
     add("3x3 crops + alpha query expansion (2 items)", lite0, ("whole", "3x3"), rerank=query_expansion)
     augmented = database_augmentation(lite0["catalogue"])
     add("3x3 crops + database-side augmentation (2 items)", lite0, ("whole", "3x3"), catalogue=augmented,
         fashion=fashion_row(lite0, database_augmentation))
-    mobilenet = models.get("mobilenetv2:avg")
-    if mobilenet is not None:
-        concatenated = dict(lite0)
-        concatenated.update(spec="lite0 + mobilenetv2 concatenated",
-                            catalogue=np.concatenate([lite0["catalogue"], mobilenet["catalogue"]], axis=1) / np.sqrt(2),
-                            img_per_s=1 / (1 / lite0["img_per_s"] + 1 / mobilenet["img_per_s"]))
-        concatenated["ms_per_view"] = 1000 / concatenated["img_per_s"]
-        lite0_views = select(lite0, ("whole", "flip", "3x3"))
-        concatenated["views"] = np.concatenate([lite0_views, select(mobilenet, ("whole", "flip", "3x3"))], axis=2) / np.sqrt(2)
-        concatenated["layout"] = {"whole": 1, "flip": 1, "3x3": 18}
-        add("concatenated lite0 + mobilenetv2, whole photo", concatenated, ("whole",))
-        add("concatenated lite0 + mobilenetv2, 3x3 crops", concatenated, ("whole", "3x3"))
     return rows
 
 
@@ -191,6 +200,8 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=RESULTS / "same-item")
     parser.add_argument("--fashion", type=int, default=5000, help="Fashion-MNIST catalogue size (0: skip)")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--grid4-for", default="efficientnet-lite0:avg",
+                        help="models whose queries are also cut into 4x4 crops (comma-separated, or 'all')")
     args = parser.parse_args()
     if not (args.set / "queries.csv").exists() or (args.fashion and not (args.set / "fashion" / "queries.csv").exists()):
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_same_item_set.py"), str(args.set),
@@ -199,7 +210,7 @@ def main() -> None:
     models = {}
     for spec in args.models.split(","):
         print(f"embedding with {spec} ...", file=sys.stderr)
-        models[spec] = embed_model(spec, args.set, fashion, extended=spec == "efficientnet-lite0:avg")
+        models[spec] = embed_model(spec, args.set, fashion, extended=args.grid4_for == "all" or spec in args.grid4_for.split(","))
     rows = steps(models)
     _, queries = read_set(args.set)
     print(f"\n{len(queries)} same-item queries, {len(models[next(iter(models))]['ids'])} catalogue items; "

@@ -60,10 +60,10 @@ def main() -> None:
     big_photos = [(item_id, upscale(photo)) for item_id, photo in photos[:20]]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for spec in ("efficientnet-lite0:avg", "efficientnet-lite2:avg"):
+        for spec in ("efficientnet-lite0:avg:int8", "efficientnet-lite0:avg"):
             engine = Engine(os.path.join(scratch, spec.replace(":", "-")), model=spec)
             engine.index_sources([], metadata)
-            for mode in ("single", "crops"):
+            for mode in ("single", "crops-light", "crops"):
                 engine.query_mode = mode
                 engine.search(photos[0][1])  # warm up
                 rows.append({"model": spec, "query mode": mode, "photo": "640 px", **measure(engine, photos)})

@@ -39,3 +39,33 @@ def test_vectors_are_unit_length_and_deterministic(encoder):
 
 def test_model_id_names_model_pooling_and_preprocessing(encoder):
     assert encoder.model_id.startswith("efficientnet-lite0:avg:224:p")
+
+
+def test_int8_model_stays_close_to_float32(encoder, foolbox_photos):
+    from lookalike.encoders import load_encoder
+
+    assert encoder.model_id.endswith(":int8")
+    full = load_encoder("efficientnet-lite0:avg")
+    arrays = np.stack([encoder.preprocess(decode_image(path)) for path, _ in foolbox_photos])
+    cosines = np.sum(encoder.embed_arrays(arrays) * full.embed_arrays(arrays), axis=1)
+    assert cosines.min() > 0.95 and cosines.mean() > 0.98
+
+
+def test_mobilenet_and_concatenated_models(foolbox_photos):
+    from lookalike.encoders import load_encoder
+
+    mobilenet = load_encoder("mobilenetv2:avg")
+    both = load_encoder("efficientnet-lite0:avg+mobilenetv2:avg")
+    lite0 = load_encoder("efficientnet-lite0:avg")
+    images = [decode_image(path) for path, _ in foolbox_photos]
+    vectors = {name: model.embed_arrays(np.stack([model.preprocess(image) for image in images]))
+               for name, model in (("mobilenet", mobilenet), ("both", both), ("lite0", lite0))}
+    assert vectors["mobilenet"].shape == (20, 1280) and vectors["both"].shape == (20, 2560)
+    # Same as embedding with each model and joining the unit vectors.
+    joined = np.concatenate([vectors["lite0"], vectors["mobilenet"]], axis=1) / np.sqrt(2)
+    assert np.allclose(vectors["both"], joined, atol=1e-4)
+    # MobileNetV2's weights are real: a crop of a photo is nearest to that photo.
+    crops = np.stack([mobilenet.preprocess(image.crop((0, 0, int(image.width * 0.8), int(image.height * 0.8))))
+                      for image in images])
+    nearest = np.argmax(mobilenet.embed_arrays(crops) @ vectors["mobilenet"].T, axis=1)
+    assert np.mean(nearest == np.arange(20)) >= 0.9

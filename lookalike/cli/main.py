@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="tune the index, e.g. m=32, ef_search=128, ef_construction=400 (hnsw); "
                              "n_trees=100, search_k=20000 (annoy); dtype=float16 (exact)")
     parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
-                        help="search with the whole photo only (single) or also with crops of it (crops, default)")
+                        help="search with the whole photo only (single, fastest), with it and 18 crops (crops-light) "
+                             "or with it and 32 crops (crops, default, most accurate)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", help="add photos (folders are walked) and/or a metadata file to the catalogue")

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from lookalike.encoders.base import Encoder, embed_images, l2_normalise
 
-DEFAULT_MODEL = "efficientnet-lite0:avg"
+DEFAULT_MODEL = "efficientnet-lite0:avg:int8"
 
 
 def load_encoder(spec: str = DEFAULT_MODEL, threads: int | None = None) -> Encoder:
     """Load an encoder from a spec: a built-in model such as ``efficientnet-lite2:gem``
     (see onnx_encoder.ImageModelSpec), ``hf:FOLDER_OR_CACHED_REPO`` for a local CLIP or
-    DINOv2 checkpoint, or ``python:MODULE:FACTORY`` for your own Encoder."""
+    DINOv2 checkpoint, ``python:MODULE:FACTORY`` for your own Encoder, or several
+    built-in models joined by ``+`` (their vectors concatenated)."""
     if spec.startswith("hf:"):
         from lookalike.encoders.hf_encoder import HuggingFaceEncoder
 
         return HuggingFaceEncoder(spec[3:], threads=threads)
     if spec.startswith("python:"):
         return _load_python_encoder(spec[len("python:"):])
+    if "+" in spec:
+        from lookalike.encoders.concat import ConcatEncoder
+
+        return ConcatEncoder([load_encoder(part, threads) for part in spec.split("+")])
     from lookalike.encoders.onnx_encoder import OnnxImageEncoder
 
     return OnnxImageEncoder(spec, threads=threads)

@@ -10,8 +10,9 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from lookalike.store import Catalog, CatalogError, Item, ItemFilter
 INDEX_FOLDER = "index"
 THUMB_SIDE = 320
 BATCH_SIZE = 32
+DECODE_THREADS = 2
+DECODE_AHEAD = 4 * BATCH_SIZE
 ImageInput = str | os.PathLike | bytes | Image.Image
 
 
@@ -135,6 +138,7 @@ class Engine:
         self.directory = self.catalog.directory
         self.model_spec = model
         self._encoder = encoder
+        self._loaded_spec: str | None = None
         self.requested_backend = index
         self.index_options = dict(index_options or {})
         self.decode_limits = decode_limits
@@ -151,6 +155,7 @@ class Engine:
         if self._encoder is None:
             spec = self.model_spec or self._stored_model_spec() or DEFAULT_MODEL
             self._encoder = load_encoder(spec)
+            self._loaded_spec = spec
         return self._encoder
 
     def _stored_model_spec(self) -> str | None:
@@ -160,8 +165,10 @@ class Engine:
         stored = self.catalog.get_meta("model_spec")
         if stored and stored.partition("@")[2] == model_id:
             return stored.partition("@")[0]
-        name, pooling, *_ = model_id.split(":")
-        return f"{name}:{pooling}"
+        # Catalogues written before the spec was recorded: built-in ids read name:pooling:size:pN[:int8].
+        parts = model_id.split(":")
+        options = [part for part in parts[1:3] if part] + (["int8"] if "int8" in parts[3:] else [])
+        return ":".join([parts[0], *options])
 
     @property
     def model_id(self) -> str:
@@ -284,9 +291,21 @@ class Engine:
             except ImageDecodeError as error:
                 return entry, None, str(error)
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        remaining = iter(entries)
+        # Decode ahead of the model in threads, but only a few batches ahead: a million
+        # photos must not all sit decoded in memory while the model catches up.
+        ahead: deque[Future] = deque()
+
+        def top_up(pool: ThreadPoolExecutor) -> None:
+            while len(ahead) < DECODE_AHEAD and (entry := next(remaining, None)) is not None:
+                ahead.append(pool.submit(prepare, entry))
+
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
             pending: list[tuple[SourceEntry, np.ndarray]] = []
-            for entry, array, error in pool.map(prepare, entries):
+            top_up(pool)
+            while ahead:
+                entry, array, error = ahead.popleft().result()
+                top_up(pool)
                 if error:
                     report.problems.append(Problem(str(entry.path), error))
                     if on_batch:
@@ -321,8 +340,9 @@ class Engine:
 
     def _remember_model_spec(self) -> None:
         """Record how to load this catalogue's model (``hf:...``, ``...:int8``), which its model id alone does not say."""
-        if self.model_spec and self.catalog.model_id == self.model_id:
-            record = f"{self.model_spec}@{self.model_id}"
+        spec = getattr(self, "_loaded_spec", None)
+        if spec and self.catalog.model_id == self.model_id:
+            record = f"{spec}@{self.model_id}"
             if self.catalog.get_meta("model_spec") != record:
                 self.catalog.set_meta("model_spec", record)
 
