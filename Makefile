@@ -22,6 +22,7 @@ test-slow:
 bench: setup
 	$(BIN)/python benchmarks/embed_bench.py
 	$(BIN)/python benchmarks/query_bench.py
+	$(BIN)/python benchmarks/quality_bench.py
 	$(BIN)/python benchmarks/hnsw_choice.py
 	$(BIN)/python benchmarks/http_load.py
 	$(BIN)/python benchmarks/index_bench.py --n 100000
