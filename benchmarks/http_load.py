@@ -83,7 +83,7 @@ def main() -> None:
     folder = catalogue()
     photos = [photo for _, photo in phone_photos(50)]
     rows = []
-    for port, mode in ((8791, "single"), (8792, "crops")):
+    for port, mode in ((8791, "single"), (8792, "crops-light"), (8793, "crops")):
         process = serve(folder, mode, port)
         try:
             load(f"http://127.0.0.1:{port}", photos[:4], 1, 3)  # warm up

@@ -256,6 +256,14 @@ def resize_centre_crop(image: Image.Image, resize_size: int, crop_size: int, sca
     """Resize the short side to ``resize_size`` (bicubic), centre-crop a square, scale to (C, H, W) float32."""
     width, height = image.size
     factor = resize_size / min(width, height)
+    if max(width, height) * factor > 4 * resize_size:
+        # Only the centre square survives the crop: cut it out first, or a 1x10000 strip would be resized
+        # to 256x2,560,000 pixels on the way.
+        keep = min(width, height) * crop_size / resize_size + 4
+        left, top = max(0, round((width - keep) / 2)), max(0, round((height - keep) / 2))
+        image = image.crop((left, top, min(width, left + round(keep)), min(height, top + round(keep))))
+        width, height = image.size
+        factor = resize_size / min(width, height)
     resized = image.resize((max(crop_size, round(width * factor)), max(crop_size, round(height * factor))),
                            Image.Resampling.BICUBIC)
     left = (resized.width - crop_size) // 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,13 @@ def _source_bytes(source: str | os.PathLike | bytes, limits: DecodeLimits) -> io
     else:
         path = Path(source)
         try:
-            size = path.stat().st_size
+            status = path.stat()
+            if stat.S_ISDIR(status.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(status.st_mode):
+                # A named pipe or device would block the read or never end.
+                raise ImageDecodeError("not a regular file")
+            size = status.st_size
             if size > limits.max_bytes:
                 raise ImageDecodeError(f"file is {size} bytes, over the {limits.max_bytes} byte limit")
             data = path.read_bytes()
