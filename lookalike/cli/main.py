@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from lookalike.encoders import DEFAULT_MODEL
 from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES
 from lookalike.engine import Engine, IndexReport, LookalikeError, PriceEstimate, SearchResult
+from lookalike.engine.sources import one_line
 from lookalike.images import ImageDecodeError
 from lookalike.index import BACKENDS
 from lookalike.store import CatalogError, ItemFilter
@@ -194,7 +195,7 @@ def _cmd_search(engine: Engine, args: argparse.Namespace) -> int:
             results.append(engine.search(image, args.k, item_filter))
         except ImageDecodeError as error:
             failures += 1
-            print(f"lookalike: error: {image}: {error}", file=sys.stderr)
+            print(one_line(f"lookalike: error: {image}: {error}"), file=sys.stderr)
     for result in results:
         if args.json:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -379,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         index_options=_index_options(args.index_option))
         return COMMANDS[args.command](engine, args)
     except (CliError, LookalikeError, CatalogError, ImageDecodeError, ValueError, OSError) as error:
-        print(f"lookalike: error: {error}", file=sys.stderr)
+        print(one_line(f"lookalike: error: {error}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lookalike: interrupted", file=sys.stderr)

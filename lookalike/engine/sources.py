@@ -13,6 +13,14 @@ from lookalike.store import Item
 KNOWN_COLUMNS = ("id", "image", "title", "category", "price", "currency", "sold_at")
 
 
+CONTROL_CHARACTERS = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines in hostile file names) escaped."""
+    return text.translate(CONTROL_CHARACTERS)
+
+
 @dataclass
 class SourceEntry:
     item: Item
@@ -25,7 +33,8 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
+        # One line per problem, whatever control characters a hostile file name holds.
+        return one_line(f"{self.where}: {self.reason}")
 
 
 def walk_folder(root: Path) -> tuple[list[Path], list[Problem]]:
@@ -46,6 +55,8 @@ def walk_folder(root: Path) -> tuple[list[Path], list[Problem]]:
                 problems.append(Problem(str(path), "broken or looping symlink"))
             elif path.is_file():
                 files.append(path)
+            elif not path.is_dir():
+                problems.append(Problem(str(path), "not a regular file (a pipe, socket or device)"))
     return files, problems
 
 
