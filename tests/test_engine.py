@@ -164,7 +164,7 @@ def test_reindex_switches_model(small_catalog):
     assert np.isclose(np.linalg.norm(switched.embed([query])[0]), 1.0)
 
 
-@pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy", "hnsw-pca"])
+@pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy", "hnsw-pca", "milvus"])
 def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backend):
     import threading
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,14 +21,18 @@ def unit(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
 
 
 VARIANTS = {"exact": ("exact", {}), "exact-float16": ("exact", {"dtype": "float16"}), "hnsw": ("hnsw", {}),
-            "annoy": ("annoy", {"n_trees": 20}), "hnsw-pca": ("hnsw-pca", {"train_size": 200, "components": 24})}
-APPROXIMATE = ["hnsw", "annoy", "hnsw-pca"]
+            "annoy": ("annoy", {"n_trees": 20}), "hnsw-pca": ("hnsw-pca", {"train_size": 200, "components": 24}),
+            "milvus": ("milvus", {})}
+APPROXIMATE = ["hnsw", "annoy", "hnsw-pca", "milvus"]
 
 
 def make(variant: str, dim: int = DIM):
     backend, options = VARIANTS[variant]
     if backend == "hnsw-pca":
         options = {**options, "components": min(options["components"], dim) if dim == DIM else 256}
+    if backend == "milvus":
+        # Milvus Lite: the embedded Milvus, same client API as a cluster; one database file per index.
+        options = {"uri": str(Path(tempfile.mkdtemp(prefix="milvus-")) / "milvus.db")}
     index = create_index(backend, dim, **options)
     if backend == "hnsw-pca":
         # The engine gives this index the catalogue store to re-rank from; here a dict stands in for it.

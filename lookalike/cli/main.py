@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--index-option", action="append", default=[], metavar="NAME=VALUE",
                         help="tune the index, e.g. m=32, ef_search=128, ef_construction=400 (hnsw); "
                              "n_trees=100, search_k=20000 (annoy); dtype=float16 (exact)")
+    parser.add_argument("--milvus-uri", default=os.environ.get("LOOKALIKE_MILVUS_URI"),
+                        help="with --index milvus: a Milvus server (http://host:19530; token in LOOKALIKE_MILVUS_TOKEN) "
+                             "or a Milvus Lite file (default: milvus.db in the catalogue folder)")
     parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
                         help="search with the whole photo only (single, fastest), with it and 18 crops (crops-light) "
                              "or with it and 32 crops (crops, default, most accurate)")
@@ -263,8 +266,8 @@ def _cmd_bench_index(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_options(pairs: list[str]) -> dict:
-    options = {}
+def _index_options(pairs: list[str], milvus_uri: str | None = None) -> dict:
+    options = {"uri": milvus_uri} if milvus_uri else {}
     for pair in pairs:
         name, separator, raw = pair.partition("=")
         if not separator or not name:
@@ -377,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError(f"no catalogue at {args.catalog} (run `lookalike index` or `lookalike demo` first)")
         model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
         engine = Engine(args.catalog, model=model, index=args.index, query_mode=args.query_mode,
-                        index_options=_index_options(args.index_option))
+                        index_options=_index_options(args.index_option, args.milvus_uri if args.index == "milvus" else None))
         return COMMANDS[args.command](engine, args)
     except (CliError, LookalikeError, CatalogError, ImageDecodeError, ValueError, OSError) as error:
         print(one_line(f"lookalike: error: {error}"), file=sys.stderr)

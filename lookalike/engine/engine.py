@@ -215,18 +215,36 @@ class Engine:
         except (OSError, ValueError, KeyError, RuntimeError):
             pass  # missing, stale or damaged: rebuilt from the store below
         index = None
+        options = self._backend_options(backend)
         try:
             for keys, vectors in self.catalog.vectors(self.model_id):
-                index = index or self._attach(create_index(backend, vectors.shape[1], capacity=count + 1024,
-                                                           **self.index_options))
-                index.add(keys, vectors)
-            index = index or self._attach(create_index(backend, self.encoder.dim, **self.index_options))
+                index = index or self._attach(create_index(backend, vectors.shape[1], capacity=count + 1024, **options))
+                self._add_to_index(index, keys, vectors)
+            index = index or self._attach(create_index(backend, self.encoder.dim, **options))
         except TypeError as error:
             raise LookalikeError(f"the {backend} index does not take these options: {error}") from None
         self._vector_index = index
         self._index_dirty = True
         self.flush()
         return index
+
+    def _backend_options(self, backend: str) -> dict:
+        options = dict(self.index_options)
+        if backend == "milvus":
+            # By default Milvus Lite runs embedded on a file in the catalogue folder.
+            options.setdefault("uri", str(self.directory / "milvus.db"))
+        return options
+
+    def _add_to_index(self, index: VectorIndex, keys, vectors: np.ndarray, items: list[Item] | None = None) -> None:
+        """Add to the index; a backend that filters natively (Milvus) also gets category and price."""
+        if not getattr(index, "native_filters", False):
+            index.add(keys, vectors)
+            return
+        if items is None:
+            found = self.catalog.get_many(np.asarray(keys).tolist())
+            items = [found.get(int(key)) for key in keys]
+        fields = [{"category": item.category if item else None, "price": item.price if item else None} for item in items]
+        index.add(keys, vectors, fields)
 
     def flush(self) -> None:
         """Save the index if it changed; a reader never sees a half-written one."""
@@ -333,7 +351,7 @@ class Engine:
         with self._index_lock:
             index = self.index
             keys = self.catalog.upsert(zip(items, vectors), self.model_id)
-            index.add(np.asarray(keys, np.int64), vectors)
+            self._add_to_index(index, np.asarray(keys, np.int64), vectors, items)
             self._index_dirty = True
             self._remember_model_spec()
             return keys
@@ -450,6 +468,12 @@ class Engine:
                 to_embed.append(entry)
         if metadata_only:
             self.catalog.upsert(((item, None) for item in metadata_only), self.model_id)
+            if getattr(self.index, "native_filters", False):  # the backend keeps its own copy of category and price
+                with self._index_lock:
+                    stored = [self.catalog.get(item.id) for item in metadata_only]
+                    keys = np.asarray([item.key for item in stored if item is not None], np.int64)
+                    self._add_to_index(self.index, keys, self.catalog.vectors_for(keys, self.model_id))
+                    self._index_dirty = True
             report.metadata_updated = len(metadata_only)
         if on_total:
             on_total(len(to_embed))
@@ -515,14 +539,27 @@ class Engine:
         if k < 1:
             raise LookalikeError("k must be at least 1")
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        allowed = None if item_filter.is_empty() else self.catalog.keys_matching(item_filter)
-        if exclude_keys:
-            base = allowed if allowed is not None else self.index.keys()
-            allowed = base[~np.isin(base, np.asarray(exclude_keys, np.int64))]
+        search_options = {}
+        if getattr(self.index, "native_filters", False) and not item_filter.fields:
+            # Category and price are filtered inside the backend (Milvus) rather than as a key list.
+            from lookalike.index.milvus_index import filter_expression
+
+            allowed = None
+            expression = filter_expression(item_filter.category, item_filter.min_price, item_filter.max_price,
+                                           item_filter.has_price)
+            if exclude_keys:
+                excluded = f"key not in [{','.join(str(int(key)) for key in exclude_keys)}]"
+                expression = f"({expression}) and {excluded}" if expression else excluded
+            search_options["expression"] = expression
+        else:
+            allowed = None if item_filter.is_empty() else self.catalog.keys_matching(item_filter)
+            if exclude_keys:
+                base = allowed if allowed is not None else self.index.keys()
+                allowed = base[~np.isin(base, np.asarray(exclude_keys, np.int64))]
         # Metadata is read under the same lock as the index, so a concurrent
         # remove cannot leave a result pointing at a vanished item.
         with self._index_lock:
-            keys, scores = self.index.search(vectors, k, allowed)
+            keys, scores = self.index.search(vectors, k, allowed, **search_options)
             if len(vectors) == 1:
                 return self._hits(keys[0], scores[0])
             best: dict[int, float] = {}

@@ -9,8 +9,10 @@ from lookalike.index.base import MISSING_KEY, VectorIndex, read_meta
 from lookalike.index.compressed import CompressedHnswIndex
 from lookalike.index.exact import ExactIndex
 from lookalike.index.hnsw import HnswIndex
+from lookalike.index.milvus_index import MilvusIndex
 
-BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex, "annoy": AnnoyIndex}
+BACKENDS = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex, "annoy": AnnoyIndex,
+            "milvus": MilvusIndex}
 #: Below this many items exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
 
@@ -33,5 +35,5 @@ def load_index(directory: Path) -> VectorIndex:
 
 
 __all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
-           "VectorIndex",
+           "MilvusIndex", "VectorIndex",
            "choose_backend", "create_index", "load_index"]
