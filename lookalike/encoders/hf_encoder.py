@@ -153,7 +153,8 @@ class HuggingFaceEncoder:
         return resize_centre_crop(image, self.resize_size, self.image_size, self._scale, self._offset)
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
-        return l2_normalise(self._vision.run(["embedding"], {"pixels": np.asarray(batch, np.float32)})[0])
+        with self._lock:  # one run at a time, as in onnx_encoder
+            return l2_normalise(self._vision.run(["embedding"], {"pixels": np.asarray(batch, np.float32)})[0])
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of texts, comparable with this model's image vectors (CLIP only)."""
@@ -164,6 +165,6 @@ class HuggingFaceEncoder:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
-        tokens = self._tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
-        feeds = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
-        return l2_normalise(self._text.run(["embedding"], feeds)[0])
+            tokens = self._tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+            feeds = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+            return l2_normalise(self._text.run(["embedding"], feeds)[0])

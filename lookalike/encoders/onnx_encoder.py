@@ -244,7 +244,10 @@ class OnnxImageEncoder:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(embeddings, ImageNet logits or None) for a preprocessed batch."""
-        results = self._session.run(self._outputs, {"pixels": np.asarray(batch, np.float32)})
+        # One run at a time: the session already uses every core, and concurrent runs (32 HTTP clients) each
+        # grow onnxruntime's memory arena, which measured 10 GB under the load test.
+        with self._lock:
+            results = self._session.run(self._outputs, {"pixels": np.asarray(batch, np.float32)})
         return l2_normalise(results[0]), (results[1] if len(results) > 1 else None)
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
