@@ -13,7 +13,7 @@ demo: setup
 test:
 	./scripts/setup.sh --tests
 	$(BIN)/ruff check lookalike tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rP  # -rP: the figures tests print (kills survived, load latencies, fuzz counts)
 
 test-slow:
 	./scripts/setup.sh --tests
