@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("sources", nargs="*", help="image files or folders")
     index.add_argument("--metadata", help="CSV or JSONL with columns id,image,title,category,price,currency,sold_at,...")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="embed in parallel Ray Data actors: on this machine, or on a cluster (auto, ray://host:10001)")
 
     def add_filters(command: argparse.ArgumentParser) -> None:
         command.add_argument("--category", help="only items of this category")
@@ -176,7 +178,7 @@ def _cmd_index(engine: Engine, args: argparse.Namespace) -> int:
         raise CliError("give at least one image folder or file, or --metadata FILE")
     on_total, on_progress, close = _progress(args.quiet, "embedding")
     try:
-        report = engine.index_sources(args.sources, args.metadata, on_total, on_progress)
+        report = engine.index_sources(args.sources, args.metadata, on_total, on_progress, ray=args.ray)
     finally:
         close()
     _print_report(report)

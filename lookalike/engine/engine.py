@@ -336,6 +336,24 @@ class Engine:
             if pending:
                 self._store_batch(pending, report, on_batch)
 
+    def _embed_entries_with_ray(self, entries: list[SourceEntry], report: IndexReport,
+                                on_batch: Callable[[int], None] | None, address: str) -> None:
+        from lookalike.engine.distributed import embed_with_ray
+
+        _ = self.encoder  # exported and cached once here, before the actors load it
+        spec = self._loaded_spec
+        if spec is None:
+            raise LookalikeError("Ray embedding needs a model spec (--model), not an encoder object")
+        paths = [str(entry.path) for entry in entries]
+        for positions, vectors, errors in embed_with_ray(paths, spec, address):
+            good = [row for row, error in enumerate(errors) if not error]
+            report.problems += [Problem(paths[positions[row]], error) for row, error in enumerate(errors) if error]
+            if good:
+                self.add_vectors([entries[positions[row]].item for row in good], vectors[good])
+                report.embedded += len(good)
+            if on_batch:
+                on_batch(len(positions))
+
     def _store_batch(self, batch: list[tuple[SourceEntry, np.ndarray]], report: IndexReport,
                      on_batch: Callable[[int], None] | None) -> None:
         vectors = self.encoder.embed_arrays(np.stack([array for _, array in batch]))
@@ -428,8 +446,9 @@ class Engine:
 
     def index_sources(self, sources: Iterable[str | os.PathLike] = (), metadata: str | os.PathLike | None = None,
                       on_total: Callable[[int], None] | None = None,
-                      on_progress: Callable[[int], None] | None = None) -> IndexReport:
-        """Index folders/files and/or a metadata file; only new or changed images are embedded."""
+                      on_progress: Callable[[int], None] | None = None, ray: str | None = None) -> IndexReport:
+        """Index folders/files and/or a metadata file; only new or changed images are embedded.
+        With ``ray`` ("local", "auto" or a cluster address) the embedding runs in Ray Data actors."""
         started = time.perf_counter()
         report = IndexReport()
         entries: list[SourceEntry] = []
@@ -477,7 +496,10 @@ class Engine:
             report.metadata_updated = len(metadata_only)
         if on_total:
             on_total(len(to_embed))
-        self._embed_entries(to_embed, report, on_progress)
+        if ray is not None and to_embed:
+            self._embed_entries_with_ray(to_embed, report, on_progress, ray)
+        else:
+            self._embed_entries(to_embed, report, on_progress)
         self.flush()
         report.seconds = time.perf_counter() - started
         return report
