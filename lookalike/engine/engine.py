@@ -267,6 +267,8 @@ class Engine:
 
     def close(self) -> None:
         self.flush()
+        if hasattr(self._vector_index, "close"):  # a client of an index server (Milvus)
+            self._vector_index.close()
         self.catalog.close()
 
     def __enter__(self) -> Engine:

@@ -155,6 +155,9 @@ class MilvusIndex:
             return top_k(np.zeros((len(queries), 0), np.float32), np.zeros(0, np.int64), k)
         return top_k(queries @ np.asarray(vectors, np.float32).T, np.asarray(keys, np.int64), k)
 
+    def close(self) -> None:
+        self._client.close()
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
