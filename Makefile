@@ -26,6 +26,8 @@ bench: setup
 	$(BIN)/python benchmarks/hnsw_choice.py
 	$(BIN)/python benchmarks/http_load.py
 	$(BIN)/python benchmarks/index_bench.py --n 100000
+	$(BIN)/python benchmarks/milvus_bench.py
+	$(BIN)/python benchmarks/ray_bench.py
 
 clean:
 	rm -rf demo-catalog .pytest_cache
