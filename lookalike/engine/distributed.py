@@ -71,7 +71,7 @@ def embed_with_ray(paths: list[str], model_spec: str, address: str | None = None
         items = [{"position": position, "path": path} for position, path in enumerate(paths)]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 4 * count))).map_batches(
             EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "threads": max(1, cpus // count)},
-            batch_size=batch_size, concurrency=count, num_cpus=max(1, cpus // count) if cpus >= count else 1,
+            batch_size=batch_size, concurrency=count, num_cpus=max(1, cpus // count),
             batch_format="numpy")
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             yield (np.asarray(batch["position"], np.int64), np.stack(batch["vector"]).astype(np.float32),

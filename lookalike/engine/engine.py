@@ -139,6 +139,7 @@ class Engine:
         self.model_spec = model
         self._encoder = encoder
         self._loaded_spec: str | None = None
+        self._spec_recorded = False
         self.requested_backend = index
         self.index_options = dict(index_options or {})
         self.decode_limits = decode_limits
@@ -155,7 +156,7 @@ class Engine:
         if self._encoder is None:
             spec = self.model_spec or self._stored_model_spec() or DEFAULT_MODEL
             self._encoder = load_encoder(spec)
-            self._loaded_spec = spec
+            self._loaded_spec, self._spec_recorded = spec, False
         return self._encoder
 
     def _stored_model_spec(self) -> str | None:
@@ -378,11 +379,13 @@ class Engine:
 
     def _remember_model_spec(self) -> None:
         """Record how to load this catalogue's model (``hf:...``, ``...:int8``), which its model id alone does not say."""
-        spec = getattr(self, "_loaded_spec", None)
-        if spec and self.catalog.model_id == self.model_id:
-            record = f"{spec}@{self.model_id}"
+        if not self._loaded_spec or self._spec_recorded:
+            return
+        if self.catalog.model_id == self.model_id:
+            record = f"{self._loaded_spec}@{self.model_id}"
             if self.catalog.get_meta("model_spec") != record:
                 self.catalog.set_meta("model_spec", record)
+            self._spec_recorded = True
 
     def add_item(self, item: Item, image: ImageInput, replace: bool = True) -> Item:
         """Add one item from an image (path, bytes or PIL image); durable and
@@ -488,12 +491,10 @@ class Engine:
             else:
                 to_embed.append(entry)
         if metadata_only:
-            self.catalog.upsert(((item, None) for item in metadata_only), self.model_id)
+            keys = np.asarray(self.catalog.upsert(((item, None) for item in metadata_only), self.model_id), np.int64)
             if getattr(self.index, "native_filters", False):  # the backend keeps its own copy of category and price
                 with self._index_lock:
-                    stored = [self.catalog.get(item.id) for item in metadata_only]
-                    keys = np.asarray([item.key for item in stored if item is not None], np.int64)
-                    self._add_to_index(self.index, keys, self.catalog.vectors_for(keys, self.model_id))
+                    self._add_to_index(self.index, keys, self.catalog.vectors_for(keys, self.model_id), metadata_only)
                     self._index_dirty = True
             report.metadata_updated = len(metadata_only)
         if on_total:
@@ -566,15 +567,7 @@ class Engine:
         search_options = {}
         if getattr(self.index, "native_filters", False) and not item_filter.fields:
             # Category and price are filtered inside the backend (Milvus) rather than as a key list.
-            from lookalike.index.milvus_index import filter_expression
-
-            allowed = None
-            expression = filter_expression(item_filter.category, item_filter.min_price, item_filter.max_price,
-                                           item_filter.has_price)
-            if exclude_keys:
-                excluded = f"key not in [{','.join(str(int(key)) for key in exclude_keys)}]"
-                expression = f"({expression}) and {excluded}" if expression else excluded
-            search_options["expression"] = expression
+            allowed, search_options = None, {"conditions": item_filter, "exclude_keys": exclude_keys}
         else:
             allowed = None if item_filter.is_empty() else self.catalog.keys_matching(item_filter)
             if exclude_keys:

@@ -40,24 +40,27 @@ def _quote(text: str) -> str:
     return json.dumps(text)  # a double-quoted string with escapes, as Milvus expressions take them
 
 
-def filter_expression(category: str | None = None, min_price: float | None = None, max_price: float | None = None,
-                      has_price: bool = False) -> str:
-    """An ItemFilter's category and price conditions as a Milvus boolean expression."""
+def filter_expression(conditions=None, exclude_keys=()) -> str:
+    """Category and price conditions (an ItemFilter, or anything with its attributes) and keys to leave
+    out, as a Milvus boolean expression."""
     clauses = []
-    if category is not None:
-        clauses.append(f"category == {_quote(category)}")
-    if has_price or min_price is not None or max_price is not None:
-        clauses.append("has_price == true")
-    if min_price is not None:
-        clauses.append(f"price >= {float(min_price)!r}")
-    if max_price is not None:
-        clauses.append(f"price <= {float(max_price)!r}")
+    if conditions is not None:
+        if conditions.category is not None:
+            clauses.append(f"category == {_quote(conditions.category)}")
+        if conditions.has_price or conditions.min_price is not None or conditions.max_price is not None:
+            clauses.append("has_price == true")
+        if conditions.min_price is not None:
+            clauses.append(f"price >= {float(conditions.min_price)!r}")
+        if conditions.max_price is not None:
+            clauses.append(f"price <= {float(conditions.max_price)!r}")
+    if len(exclude_keys):
+        clauses.append(f"key not in [{','.join(str(int(key)) for key in exclude_keys)}]")
     return " and ".join(clauses)
 
 
 class MilvusIndex:
     backend = "milvus"
-    #: The engine may pass category/price filters as an expression instead of a key list.
+    #: The engine may pass category/price conditions to search() instead of a key list.
     native_filters = True
 
     def __init__(self, dim: int, uri: str | None = None, token: str | None = None, collection: str = "lookalike",
@@ -117,9 +120,11 @@ class MilvusIndex:
             self._client.delete(self.collection, ids=present)
             self._live.difference_update(present)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-               expression: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, conditions=None,
+               exclude_keys=()) -> tuple[np.ndarray, np.ndarray]:
+        """As every backend, plus ``conditions`` (category, price) and ``exclude_keys`` evaluated inside Milvus."""
         queries = as_vectors(queries, self.dim)
+        expression = filter_expression(conditions, exclude_keys)
         clauses = [expression] if expression else []
         if allowed is not None:
             allowed = as_keys(allowed)
