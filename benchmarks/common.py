@@ -16,7 +16,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def demo_photo_folder() -> Path:
     """The demo catalogue's photos, built once under benchmarks/results/demo-photos."""
-    from lookalike.engine.demo import build_demo_catalogue_folder
+    from lookalike.demo import build_demo_catalogue_folder
 
     folder = RESULTS / "demo-photos"
     if not (folder / "metadata.csv").exists():

@@ -36,7 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookalike.engine.demo import (  # noqa: E402
+from lookalike.demo import (  # noqa: E402
     OPENCV_LOCATIONS,
     backgrounds,
     list_stamps,

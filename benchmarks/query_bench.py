@@ -2,7 +2,7 @@
 demo catalogue, for each model and query mode, in one run.
 
 Queries are new "phone photos" of 100 catalogue items (another background,
-scale, rotation, colour, JPEG 60; lookalike.engine.demo.make_phone_photo),
+scale, rotation, colour, JPEG 60; lookalike.demo.make_phone_photo),
 saved at 640 px and at a phone camera's 3000x3000.
 
     .venv/bin/python benchmarks/query_bench.py [--queries N]
@@ -21,7 +21,7 @@ from common import demo_photo_folder, print_table, write_json
 from PIL import Image
 
 from lookalike.engine import Engine
-from lookalike.engine.demo import backgrounds, list_stamps, load_cutout, make_phone_photo
+from lookalike.demo import backgrounds, list_stamps, load_cutout, make_phone_photo
 
 
 def phone_photos(count: int, seed: int = 99) -> list[tuple[str, bytes]]:

@@ -13,7 +13,7 @@ import pytest
 
 from lookalike.encoders import DEFAULT_MODEL, load_encoder
 from lookalike.engine import Engine
-from lookalike.engine.demo import DemoDataMissing, build_demo_catalogue_folder, list_stamps
+from lookalike.demo import DemoDataMissing, build_demo_catalogue_folder, list_stamps
 
 REPO = Path(__file__).resolve().parents[1]
 

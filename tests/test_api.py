@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.engine.demo import backgrounds, load_cutout, make_phone_photo
+from lookalike.demo import backgrounds, load_cutout, make_phone_photo
 from tests.conftest import TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,9 +41,9 @@ def jpeg(image: Image.Image, quality: int = 90) -> bytes:
 def test_health_and_metrics(client):
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["items"] >= 300
-    client.post("/api/search", json={"item_id": "plants/flowers/flower3"})
+    client.post("/api/search/item", json={"item_id": "plants/flowers/flower3"})
     metrics = client.get("/metrics").text
-    assert 'lookalike_requests_total{endpoint="/api/search",method="POST",status="200"}' in metrics
+    assert 'lookalike_requests_total{endpoint="/api/search/item",method="POST",status="200"}' in metrics
     assert "lookalike_request_seconds_bucket" in metrics and "lookalike_catalog_items" in metrics
     assert "lookalike_embed_seconds" in metrics
 
@@ -62,7 +62,7 @@ def test_upload_a_photo_finds_the_item_with_an_estimate(client, photo_of):
 
 
 def test_search_by_id_and_filters(client):
-    body = client.post("/api/search", params={"k": 8, "category": "animals", "min_price": 50, "max_price": 150},
+    body = client.post("/api/search/item", params={"k": 8, "category": "animals", "min_price": 50, "max_price": 150},
                        json={"item_id": "plants/flowers/flower3"}).json()
     assert len(body["results"]) == 8
     assert all(hit["category"] == "animals" and 50 <= hit["price"] <= 150 for hit in body["results"])
@@ -98,19 +98,19 @@ def image_server(tmp_path_factory, photo_of):
 
 
 def test_search_by_url(client, image_server, photo_of):
-    body = client.post("/api/search", json={"url": f"{image_server}/phone.jpg"}, params={"k": 3}).json()
+    body = client.post("/api/search/url", json={"url": f"{image_server}/phone.jpg"}, params={"k": 3}).json()
     assert body["results"][0]["id"] == photo_of[0] and body["query"].endswith("phone.jpg")
-    redirected = client.post("/api/search", json={"url": f"{image_server}/redirect/2"})
+    redirected = client.post("/api/search/url", json={"url": f"{image_server}/redirect/2"})
     assert redirected.status_code == 200
-    too_many = client.post("/api/search", json={"url": f"{image_server}/redirect/6"})
+    too_many = client.post("/api/search/url", json={"url": f"{image_server}/redirect/6"})
     assert too_many.status_code == 400 and "redirects" in too_many.json()["error"]
-    missing = client.post("/api/search", json={"url": f"{image_server}/nothing.jpg"})
+    missing = client.post("/api/search/url", json={"url": f"{image_server}/nothing.jpg"})
     assert missing.status_code == 400 and "404" in missing.json()["error"]
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "gopher://x/"])
 def test_non_http_urls_are_refused(client, url):
-    response = client.post("/api/search", json={"url": url})
+    response = client.post("/api/search/url", json={"url": url})
     assert response.status_code == 400 and "http" in response.json()["error"]
 
 
@@ -118,7 +118,7 @@ def test_private_urls_are_refused_by_default(locked_server, image_server):
     with httpx.Client(base_url=locked_server.url, timeout=30) as http:
         for url in (f"{image_server}/phone.jpg", "http://localhost:9/x.jpg", "http://169.254.169.254/latest/meta-data",
                     "http://10.0.0.1/a.jpg", "http://[::1]/a.jpg"):
-            response = http.post("/api/search", json={"url": url})
+            response = http.post("/api/search/url", json={"url": url})
             assert response.status_code == 400, url
             assert "not allowed" in response.json()["error"]
 
@@ -138,7 +138,7 @@ def test_writes_need_the_token(client, locked_server, stamps):
 
 def test_add_is_searchable_at_once_and_delete_removes(client, stamps):
     stamp = next(s for s in stamps if s.subcategory == "birds")
-    from lookalike.engine.demo import on_white
+    from lookalike.demo import on_white
 
     photo = jpeg(on_white(load_cutout(stamp)).rotate(90, expand=True))
     before = client.get("/api/health").json()["items"]
@@ -205,11 +205,11 @@ def test_limits(client, server):
     truncated = client.post("/api/search", files={"image": ("t.jpg", jpeg(Image.new("RGB", (300, 300)))[:500])})
     assert truncated.status_code == 422
     assert client.post("/api/search", content=b"hello", headers={"Content-Type": "text/plain"}).status_code == 415
-    assert client.post("/api/search", content=b"{nope", headers={"Content-Type": "application/json"}).status_code == 422
-    assert client.post("/api/search", json={}).status_code == 422
-    assert client.post("/api/search", params={"k": 0}, json={"item_id": "x"}).status_code == 422
-    assert client.post("/api/search", params={"k": "many"}, json={"item_id": "x"}).status_code == 422
-    assert client.post("/api/search", json={"item_id": "no-such-item"}).status_code == 404
+    assert client.post("/api/search/item", content=b"{nope", headers={"Content-Type": "application/json"}).status_code == 422
+    assert client.post("/api/search/item", json={}).status_code == 422
+    assert client.post("/api/search/item", params={"k": 0}, json={"item_id": "x"}).status_code == 422
+    assert client.post("/api/search/item", params={"k": "many"}, json={"item_id": "x"}).status_code == 422
+    assert client.post("/api/search/item", json={"item_id": "no-such-item"}).status_code == 404
     assert server.alive() and client.get("/api/health").status_code == 200
 
 

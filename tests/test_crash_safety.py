@@ -145,7 +145,7 @@ def test_server_killed_during_adds_keeps_every_acknowledged_write(tmp_path, demo
             missing = [item_id for item_id in acknowledged
                        if client.get(f"/api/items/{quote(item_id, safe='/')}").status_code != 200]
             assert not missing, f"{len(missing)} acknowledged adds lost, e.g. {missing[:3]}"
-            found = client.post("/api/search", params={"k": 1}, json={"item_id": acknowledged[-1]})
+            found = client.post("/api/search/item", params={"k": 1}, json={"item_id": acknowledged[-1]})
             assert found.status_code == 200
     finally:
         server.stop()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lookalike import Engine, Item, ItemFilter, LookalikeError
-from lookalike.engine.demo import load_cutout, on_white
+from lookalike.demo import load_cutout, on_white
 from lookalike.store import ModelMismatchError
 
 

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from lookalike.engine.demo import backgrounds, load_cutout, make_phone_photo
+from lookalike.demo import backgrounds, load_cutout, make_phone_photo
 from tests.conftest import TOKEN, Server, copy_catalog, run_cli
 
 CLIENTS = 32
@@ -138,7 +138,7 @@ def test_32_clients_search_add_and_delete_without_loss(load_server, stamps):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         present = all_ids(client)
         for item_id in sorted(ledger.added - ledger.deleted)[:50]:  # stored and searchable, not just listed
-            found = client.post("/api/search", params={"k": 1}, json={"item_id": item_id})
+            found = client.post("/api/search/item", params={"k": 1}, json={"item_id": item_id})
             assert found.status_code == 200, item_id
     expected = initial | (ledger.added - ledger.deleted)
     lost = expected - present - ledger.uncertain

@@ -7,7 +7,7 @@ import skimage.data
 from PIL import Image
 
 from lookalike import Engine, Item
-from lookalike.engine.demo import load_cutout, on_white
+from lookalike.demo import load_cutout, on_white
 from lookalike.engine.pricing import PricedNeighbour, estimate_price, weighted_quantile
 
 

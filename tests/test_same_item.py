@@ -2,7 +2,7 @@
 
 Queries are made from the real cut-outs by a realistic chain: a real photo as
 background, scale 0.5-0.9, rotation up to 15 degrees, colour and light
-shift, blur, JPEG quality 60 (lookalike.engine.demo.make_phone_photo).
+shift, blur, JPEG quality 60 (lookalike.demo.make_phone_photo).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from lookalike.engine.demo import backgrounds, load_cutout, make_phone_photo
+from lookalike.demo import backgrounds, load_cutout, make_phone_photo
 from tests.conftest import REPO, run_cli
 
 QUERIES = 100

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.engine.demo import backgrounds, load_cutout, make_phone_photo, on_white
+from lookalike.demo import backgrounds, load_cutout, make_phone_photo, on_white
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,88 +1,124 @@
-"""The REST API and web page: a thin face over the engine (FastAPI)."""
+"""The REST API and web page: a thin face over the engine (FastAPI).
+
+Every body and answer is a Pydantic model (api/schemas.py), so /openapi.json is
+the whole contract; every error is ``{"error": "..."}`` with the status its kind
+maps to (STATUS_BY_KIND), never a message matched by its text.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
-import os
+import mimetypes
 import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from lookalike.api.limits import BodySizeLimit
-from lookalike.engine import Engine, ItemExistsError, ItemNotFoundError, LookalikeError
-from lookalike.images import DecodeLimits, ImageDecodeError
-from lookalike.images.fetch import FetchError, FetchPolicy, fetch_image_bytes
-from lookalike.store import CatalogError, Item, ItemFilter
+from lookalike.api.schemas import (
+    ITEM_ID_PATTERN,
+    CategoryCount,
+    Health,
+    ItemOut,
+    ItemPage,
+    Removed,
+    SearchByItem,
+    SearchByText,
+    SearchByUrl,
+    SearchResponse,
+    errors,
+)
+from lookalike.engine import Engine, ErrorKind, LookalikeError, SearchResult
+from lookalike.images.fetch import FetchPolicy, fetch_image_bytes
+from lookalike.store import Item, ItemFilter
 
 WEB_FOLDER = Path(__file__).resolve().parents[1] / "web" / "static"
 MAX_K = 200
+MAX_PAGE = 1_000_000
+STATUS_BY_KIND = {
+    ErrorKind.BAD_INPUT: 400, ErrorKind.INVALID: 422, ErrorKind.UNSUPPORTED_MEDIA: 415, ErrorKind.TOO_LARGE: 413,
+    ErrorKind.NOT_FOUND: 404, ErrorKind.EXISTS: 409, ErrorKind.UNAUTHORIZED: 401, ErrorKind.FORBIDDEN: 403,
+    ErrorKind.UNAVAILABLE: 503,
+}
+#: Headers HTTP requires (or strongly expects) with some statuses.
+HEADERS_BY_KIND = {ErrorKind.UNAUTHORIZED: {"WWW-Authenticate": 'Bearer realm="lookalike"'},
+                   ErrorKind.UNAVAILABLE: {"Retry-After": "5"}}
+IMAGE_RESPONSE = {200: {"description": "The photo", "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-@dataclass
-class ApiSettings:
-    token: str | None = None
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = DecodeLimits().max_pixels
-    allow_private_urls: bool = False
-    cors_origins: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_environment(cls) -> ApiSettings:
-        origins = os.environ.get("LOOKALIKE_CORS_ORIGINS", "")
-        return cls(
-            token=os.environ.get("LOOKALIKE_API_TOKEN") or None,
-            max_upload_bytes=int(float(os.environ.get("LOOKALIKE_MAX_UPLOAD_MB", "20")) * 1024 * 1024),
-            max_pixels=int(os.environ.get("LOOKALIKE_MAX_PIXELS", DecodeLimits().max_pixels)),
-            allow_private_urls=os.environ.get("LOOKALIKE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
-            cors_origins=[origin.strip() for origin in origins.split(",") if origin.strip()],
-        )
+@dataclass(frozen=True)
+class SearchParams:
+    k: int
+    filter: ItemFilter
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+def search_params(
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of results")] = 12,
+    category: Annotated[str | None, Query(max_length=512, description="Only items of this category")] = None,
+    min_price: Annotated[float | None, Query(allow_inf_nan=False, description="Only items sold for at least this")] = None,
+    max_price: Annotated[float | None, Query(allow_inf_nan=False, description="Only items sold for at most this")] = None,
+) -> SearchParams:
+    return SearchParams(k, ItemFilter(category=category or None, min_price=min_price, max_price=max_price))
 
 
-def _error_status(error: Exception) -> int:
-    if isinstance(error, ImageDecodeError):
-        return 415 if "not an image" in str(error) else 422
-    if isinstance(error, ItemNotFoundError):
-        return 404
-    if isinstance(error, ItemExistsError):
-        return 409
-    return 400
+def item_urls(item_id: str) -> dict:
+    base = f"/api/items/{quote(item_id, safe='/')}"
+    return {"url": base, "thumb_url": f"{base}/image?size=thumb", "image_url": f"{base}/image?size=full"}
 
 
-def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeLimit:
-    settings = settings or ApiSettings.from_environment()
-    engine.decode_limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes)
+def item_body(item: Item) -> dict:
+    return {**item.public_dict(), **item_urls(item.id)}
+
+
+def search_body(result: SearchResult) -> dict:
+    body = result.to_dict()
+    for hit in body["results"]:
+        hit.update(item_urls(hit["id"]))
+    return body
+
+
+def create_app(engine: Engine) -> BodySizeLimit:
+    """The app for an engine; its settings (token, limits, CORS) come from ``engine.settings``."""
+    settings = engine.settings
     fetch_policy = FetchPolicy(max_bytes=settings.max_upload_bytes, allow_private=settings.allow_private_urls)
-    app = FastAPI(title="lookalike", version="0.1.0", description="Reverse image search over a catalogue of sold items.")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        await run_in_threadpool(engine.flush)
+
+    app = FastAPI(title="lookalike", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Reverse image search over a catalogue of sold items: similar items and a price estimate "
+                              "for a photo, an item id, a URL or (with a CLIP model) a text. Errors are "
+                              '`{"error": "..."}`. Writes need the bearer token the server was started with.')
     registry = CollectorRegistry()
     requests_total = Counter("lookalike_requests_total", "HTTP requests", ["endpoint", "method", "status"], registry=registry)
     latency = Histogram("lookalike_request_seconds", "HTTP request latency", ["endpoint"], registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
     embed_seconds = Histogram("lookalike_embed_seconds", "Time to embed a query photo", registry=registry,
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-    items_gauge = Gauge("lookalike_catalog_items", "Items in the catalogue", registry=registry)
-    items_gauge.set_function(engine.catalog.count)
+    Gauge("lookalike_catalog_items", "Items in the catalogue", registry=registry).set_function(engine.count)
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -93,138 +129,142 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeL
             status = response.status_code
             return response
         finally:
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
+            endpoint = getattr(request.scope.get("route"), "path", "unmatched")
             requests_total.labels(endpoint, request.method, str(status)).inc()
             latency.labels(endpoint).observe(time.perf_counter() - started)
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, error: ApiError):
-        return JSONResponse({"error": error.message}, status_code=error.status)
+    @app.exception_handler(LookalikeError)
+    async def known_error(_: Request, error: LookalikeError):
+        return JSONResponse({"error": str(error)}, status_code=STATUS_BY_KIND.get(error.kind, 400),
+                            headers=HEADERS_BY_KIND.get(error.kind))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+        # The exception's headers matter: Allow with a 405, WWW-Authenticate with a 401.
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError):
         first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "body"))
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "body", "path"))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
-
-    async def known_error(_: Request, error: Exception):
-        return JSONResponse({"error": str(error)}, status_code=_error_status(error))
-
-    for known in (ImageDecodeError, FetchError, LookalikeError, CatalogError):
-        app.add_exception_handler(known, known_error)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception):
         # Logged with its traceback by the server; the client gets no internals.
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    def require_token(request: Request) -> None:
-        if not settings.token:
-            raise ApiError(403, "writes are disabled: start the server with LOOKALIKE_API_TOKEN set")
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
-            raise ApiError(401, "a valid bearer token is required")
+    bearer = HTTPBearer(auto_error=False, description="The token the server was started with (LOOKALIKE_API_TOKEN)")
 
-    def item_urls(item_id: str) -> dict:
-        base = f"/api/items/{quote(item_id, safe='/')}"
-        return {"url": base, "thumb_url": f"{base}/image?size=thumb", "image_url": f"{base}/image?size=full"}
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if not settings.api_token:
+            raise LookalikeError("writes are disabled: start the server with LOOKALIKE_API_TOKEN set", ErrorKind.FORBIDDEN)
+        given = credentials.credentials.strip().encode() if credentials else b""
+        if not given or not hmac.compare_digest(given, settings.api_token.encode()):
+            raise LookalikeError("a valid bearer token is required", ErrorKind.UNAUTHORIZED)
 
-    def present(body: dict) -> dict:
-        for hit in body.get("results", []):
-            hit.pop("image_path", None)
-            hit.update(item_urls(hit["id"]))
-        return body
+    def multipart_only(request: Request) -> None:
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise LookalikeError("send multipart/form-data with an 'image' file", ErrorKind.UNSUPPORTED_MEDIA)
 
-    def item_filter(category, min_price, max_price) -> ItemFilter:
-        return ItemFilter(category=category or None, min_price=min_price, max_price=max_price)
+    async def upload_bytes(upload: UploadFile) -> bytes:
+        data = await upload.read()
+        if not data:
+            raise LookalikeError("the uploaded file is empty", ErrorKind.INVALID)
+        return data
 
-    def check_k(k: int) -> None:
-        if not 1 <= k <= MAX_K:
-            raise ApiError(422, f"k must be between 1 and {MAX_K}")
-
-    @app.post("/api/search", summary="Similar items and a price estimate for a photo, an item id or a URL")
-    async def search(request: Request, k: int = 12, category: str | None = None, min_price: float | None = None,
-                     max_price: float | None = None):
-        check_k(k)
-        filters = item_filter(category, min_price, max_price)
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            image = await _upload(request, "image")
-            result = await run_in_threadpool(engine.search, image, k, filters, True)
+    async def answer(search, *args) -> dict:
+        result = await run_in_threadpool(search, *args)
+        if result.embed_ms:
             embed_seconds.observe(result.embed_ms / 1000)
-        elif content_type.startswith("application/json"):
-            body = await _json_body(request)
-            if body.get("item_id"):
-                result = await run_in_threadpool(engine.search_by_id, str(body["item_id"]), k, filters, True)
-            elif body.get("text"):
-                result = await run_in_threadpool(engine.search_text, str(body["text"]), k, filters, True)
-            elif body.get("url"):
-                data = await run_in_threadpool(fetch_image_bytes, str(body["url"]), fetch_policy)
-                result = await run_in_threadpool(engine.search, data, k, filters, True)
-                result.query = str(body["url"])
-                embed_seconds.observe(result.embed_ms / 1000)
-            else:
-                raise ApiError(422, 'send {"item_id": ...}, {"url": ...} or {"text": ...}')
-        else:
-            raise ApiError(415, "send a multipart/form-data upload with an 'image' field, or JSON")
-        return present(result.to_dict())
+        return search_body(result)
 
-    @app.get("/api/items", summary="Browse the catalogue")
-    async def browse(category: str | None = None, q: str | None = None, page: int = 1, page_size: int = 24):
+    Params = Annotated[SearchParams, Depends(search_params)]
+
+    @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
+              dependencies=[Depends(multipart_only)],
+              summary="Similar items and a price estimate for a photo")
+    async def search_photo(image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, HEIC, ...")],
+                           params: Params):
+        return await answer(engine.search, await upload_bytes(image), params.k, params.filter, True)
+
+    @app.post("/api/search/item", response_model=SearchResponse, tags=["search"], responses=errors(400, 404, 422),
+              summary="More like this: items similar to one already in the catalogue")
+    async def search_item(body: SearchByItem, params: Params):
+        return await answer(engine.search_by_id, body.item_id, params.k, params.filter, True)
+
+    @app.post("/api/search/url", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
+              summary="Similar items for a photo at a public http(s) URL")
+    async def search_url(body: SearchByUrl, params: Params):
+        data = await run_in_threadpool(fetch_image_bytes, body.url, fetch_policy)
+        response = await answer(engine.search, data, params.k, params.filter, True)
+        return {**response, "query": body.url}
+
+    if engine.supports_text:
+        @app.post("/api/search/text", response_model=SearchResponse, tags=["search"], responses=errors(400, 422),
+                  summary="Items whose photos match a description (this catalogue's model has a text tower)")
+        async def search_text(body: SearchByText, params: Params):
+            return await answer(engine.search_text, body.text, params.k, params.filter, True)
+
+    @app.get("/api/items", response_model=ItemPage, tags=["catalogue"], responses=errors(400, 422),
+             summary="Browse the catalogue, newest first")
+    async def browse(category: Annotated[str | None, Query(max_length=512)] = None,
+                     q: Annotated[str | None, Query(max_length=512, description="Words in the title or id")] = None,
+                     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+                     page_size: Annotated[int, Query(ge=1, le=200)] = 24):
         items, total = await run_in_threadpool(engine.browse, category or None, q or None, page, page_size)
-        return {"items": [{**item.public_dict(), **item_urls(item.id)} for item in items], "total": total,
-                "page": page, "page_size": page_size}
+        return {"items": [item_body(item) for item in items], "total": total, "page": page, "page_size": page_size}
 
-    @app.get("/api/categories", summary="Categories and their item counts")
+    @app.get("/api/categories", response_model=list[CategoryCount], tags=["catalogue"],
+             summary="Categories and their item counts")
     async def categories():
         return [{"category": category, "items": count}
-                for category, count in await run_in_threadpool(engine.catalog.category_counts) if category]
+                for category, count in await run_in_threadpool(engine.categories) if category]
 
-    @app.get("/api/items/{item_id:path}/image", summary="An item's photo: a cached thumbnail or the original")
-    async def item_image(item_id: str, size: str = "thumb"):
-        path = await run_in_threadpool(engine.thumbnail, item_id, size)
-        media_type = "image/jpeg" if size == "thumb" else None
+    @app.get("/api/items/{item_id:path}/image", tags=["catalogue"], response_class=FileResponse,
+             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
+             summary="An item's photo: a cached JPEG thumbnail or the original")
+    async def item_image(item_id: str, size: Literal["thumb", "full"] = "thumb"):
+        path = await run_in_threadpool(engine.photo_file, item_id, size)
+        guessed = mimetypes.guess_type(path.name)[0] or ""
+        media_type = "image/jpeg" if size == "thumb" else guessed if guessed.startswith("image/") else "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/items/{item_id:path}", summary="One item")
+    @app.get("/api/items/{item_id:path}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422),
+             summary="One item")
     async def get_item(item_id: str):
-        item = await run_in_threadpool(engine.catalog.get, item_id)
-        if item is None:
-            raise ApiError(404, f"no item with id {item_id!r}")
-        body = item.public_dict()
-        body.pop("image_path")
-        return {**body, **item_urls(item.id)}
+        return item_body(await run_in_threadpool(engine.get_item, item_id))
 
-    @app.post("/api/items", status_code=201, summary="Add an item (bearer token)")
-    async def add_item(request: Request):
-        require_token(request)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(415, "send multipart/form-data with an 'image' file and the item's fields")
-        form = await request.form()
-        image = await _upload_from(form, "image")
-        item = _item_from_form(form)
-        added = await run_in_threadpool(engine.add_item, item, image, False)
-        body = added.public_dict()
-        body.pop("image_path")
-        return {**body, **item_urls(added.id)}
+    @app.post("/api/items", status_code=201, response_model=ItemOut, tags=["catalogue"],
+              dependencies=[Depends(require_token), Depends(multipart_only)],
+              responses=errors(400, 401, 403, 409, 413, 415, 422),
+              summary="Add an item with its photo (bearer token)")
+    async def add_item(
+        image: Annotated[UploadFile, File(description="The item's photo")],
+        id: Annotated[str | None, Form(pattern=ITEM_ID_PATTERN, description="Unique id; a random one if left out")] = None,
+        title: Annotated[str | None, Form(max_length=2000)] = None,
+        category: Annotated[str | None, Form(max_length=512)] = None,
+        price: Annotated[float | None, Form(allow_inf_nan=False, description="Hammer price")] = None,
+        currency: Annotated[str | None, Form(max_length=16)] = None,
+        sold_at: Annotated[str | None, Form(max_length=64, description="Date of sale, e.g. 2024-03-02")] = None,
+        extra: Annotated[str | None, Form(max_length=100_000, description='Other fields as a JSON object: {"maker": "Thonet"}')] = None,
+    ):
+        item = Item(id=(id or "").strip() or uuid.uuid4().hex, title=_clean(title), category=_clean(category), price=price,
+                    currency=_clean(currency), sold_at=_clean(sold_at), extra=_json_object(extra))
+        added = await run_in_threadpool(engine.add_item, item, await upload_bytes(image), False)
+        return item_body(added)
 
-    @app.delete("/api/items/{item_id:path}", summary="Remove an item (bearer token)")
-    async def delete_item(item_id: str, request: Request):
-        require_token(request)
-        removed = await run_in_threadpool(engine.remove, [item_id])
-        if not removed:
-            raise ApiError(404, f"no item with id {item_id!r}")
+    @app.delete("/api/items/{item_id:path}", response_model=Removed, tags=["catalogue"],
+                dependencies=[Depends(require_token)], responses=errors(401, 403, 404, 422),
+                summary="Remove an item (bearer token)")
+    async def delete_item(item_id: str):
+        if not await run_in_threadpool(engine.remove, [item_id]):
+            raise LookalikeError(f"no item with id {item_id!r}", ErrorKind.NOT_FOUND)
         return {"removed": item_id}
 
-    @app.get("/api/health", summary="Liveness and catalogue size")
+    @app.get("/api/health", response_model=Health, tags=["service"], summary="Liveness and catalogue size")
     async def health():
-        return {"status": "ok", "items": await run_in_threadpool(engine.catalog.count), "model_id": engine.catalog.model_id}
+        return {"status": "ok", "items": await run_in_threadpool(engine.count), "model_id": engine.model_id}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
@@ -234,55 +274,37 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> BodySizeL
     async def page():
         return FileResponse(WEB_FOLDER / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _serve_docs_offline(app)
     app.mount("/static", StaticFiles(directory=WEB_FOLDER), name="static")
-
-    @app.on_event("shutdown")
-    async def save_index() -> None:
-        await run_in_threadpool(engine.flush)
-
-    async def _upload(request: Request, name: str) -> bytes:
-        return await _upload_from(await request.form(), name)
-
-    async def _upload_from(form, name: str) -> bytes:
-        upload = form.get(name)
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, f"the form needs a file field named {name!r}")
-        data = await upload.read()
-        if not data:
-            raise ApiError(422, "the uploaded file is empty")
-        return data
-
-    async def _json_body(request: Request) -> dict:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(422, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(422, "the JSON body must be an object")
-        return body
-
     return BodySizeLimit(app, settings.max_upload_bytes)
 
 
-def _item_from_form(form) -> Item:
-    def text(name: str) -> str | None:
-        value = form.get(name)
-        return value.strip() or None if isinstance(value, str) else None
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/docs with Swagger UI from the swagger-ui-bundle package: FastAPI's default loads it from a CDN,
+    which a server without internet (or a privacy-minded house) cannot reach."""
+    from swagger_ui_bundle import swagger_ui_path
 
-    price = text("price")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
+def _clean(text: str | None) -> str | None:
+    return text.strip() or None if text is not None else None
+
+
+def _json_object(text: str | None) -> dict:
+    if not text or not text.strip():
+        return {}
     try:
-        price_value = float(price) if price is not None else None
+        value = json.loads(text)
     except ValueError:
-        raise ApiError(422, f"price {price!r} is not a number") from None
-    extra_text = text("extra")
-    try:
-        extra = json.loads(extra_text) if extra_text else {}
-    except ValueError:
-        raise ApiError(422, "extra must be a JSON object") from None
-    if not isinstance(extra, dict):
-        raise ApiError(422, "extra must be a JSON object")
-    item_id = text("id") or uuid.uuid4().hex
-    if len(item_id) > 512 or any(ord(char) < 32 for char in item_id):
-        raise ApiError(422, "id must be at most 512 printable characters")
-    return Item(id=item_id, title=text("title"), category=text("category"), price=price_value,
-                currency=text("currency"), sold_at=text("sold_at"), extra=extra)
+        raise LookalikeError("extra must be a JSON object", ErrorKind.INVALID) from None
+    if not isinstance(value, dict):
+        raise LookalikeError("extra must be a JSON object", ErrorKind.INVALID)
+    return value

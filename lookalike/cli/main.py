@@ -4,35 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
+from lookalike.config import Settings
 from lookalike.encoders import DEFAULT_MODEL
 from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES
-from lookalike.engine import Engine, IndexReport, LookalikeError, PriceEstimate, SearchResult
-from lookalike.engine.sources import one_line
+from lookalike.engine import Engine, ErrorKind, IndexReport, LookalikeError, PriceEstimate, SearchResult
 from lookalike.images import ImageDecodeError
 from lookalike.index import BACKENDS
-from lookalike.store import CatalogError, ItemFilter
+from lookalike.store import ItemFilter
+from lookalike.text import one_line
+
+#: Exit codes by error kind: 2 for anything wrong with what was asked, 3 when a store or
+#: server is unavailable (worth retrying); 1 is kept for "some queries failed".
+EXIT_CODES = {ErrorKind.UNAVAILABLE: 3}
+USAGE_ERROR = 2
 
 
-class CliError(Exception):
+class CliError(LookalikeError):
     pass
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Reverse image search for catalogues of sold items.")
-    parser.add_argument("--catalog", default=os.environ.get("LOOKALIKE_CATALOG", "catalog"),
+    parser.add_argument("--catalog", default=None,
                         help="catalogue folder (env LOOKALIKE_CATALOG, default ./catalog)")
     parser.add_argument("--model", default=None, help=f"encoder, e.g. {DEFAULT_MODEL} or efficientnet-lite2:avg "
-                        "(default: the catalogue's model, else {DEFAULT_MODEL})")
+                        f"(default: the catalogue's model, else {DEFAULT_MODEL})")
     parser.add_argument("--index", default="auto", choices=["auto", *BACKENDS], help="index backend (default: by size)")
     parser.add_argument("--index-option", action="append", default=[], metavar="NAME=VALUE",
                         help="tune the index, e.g. m=32, ef_search=128, ef_construction=400 (hnsw); "
                              "n_trees=100, search_k=20000 (annoy); dtype=float16 (exact)")
-    parser.add_argument("--milvus-uri", default=os.environ.get("LOOKALIKE_MILVUS_URI"),
-                        help="with --index milvus: a Milvus server (http://host:19530; token in LOOKALIKE_MILVUS_TOKEN) "
+    parser.add_argument("--milvus-uri", default=None,
+                        help="with --index milvus: a Milvus server (http://host:19530, env LOOKALIKE_MILVUS_URI; token in "
+                             "LOOKALIKE_MILVUS_TOKEN) "
                              "or a Milvus Lite file (default: milvus.db in the catalogue folder)")
     parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
                         help="search with the whole photo only (single, fastest), with it and 18 crops (crops-light) "
@@ -251,7 +257,7 @@ def _cmd_check(engine: Engine, args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     if problems:
         return 1
-    print(f"ok: {engine.catalog.count()} items, every one with a vector of {engine.model_id}, index in step")
+    print(f"ok: {engine.count()} items, every one with a vector of {engine.model_id}, index in step")
     return 0
 
 
@@ -268,8 +274,8 @@ def _cmd_bench_index(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_options(pairs: list[str], milvus_uri: str | None = None) -> dict:
-    options = {"uri": milvus_uri} if milvus_uri else {}
+def _index_options(pairs: list[str]) -> dict:
+    options = {}
     for pair in pairs:
         name, separator, raw = pair.partition("=")
         if not separator or not name:
@@ -320,7 +326,7 @@ def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(evaluation.to_dict(), ensure_ascii=False))
         return 0
-    print(f"{evaluation.queries} queries, {engine.catalog.count()} items, model {engine.model_id}, "
+    print(f"{evaluation.queries} queries, {engine.count()} items, model {engine.model_id}, "
           f"query mode {engine.query_mode}, {evaluation.seconds / evaluation.queries * 1000:.0f} ms per query")
     for at, value in evaluation.recall.items():
         print(f"  recall@{at:<3} {value:.3f}")
@@ -340,7 +346,7 @@ def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
-    from lookalike.engine.demo import DemoDataMissing, run_demo
+    from lookalike.demo import DemoDataMissing, run_demo
 
     try:
         run_demo(engine, args.queries, _print_result, _print_estimate, _print_report)
@@ -354,11 +360,10 @@ def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
 def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from lookalike.api import ApiSettings, create_app
+    from lookalike.api import create_app
 
-    settings = ApiSettings.from_environment()
-    app = create_app(engine, settings)
-    writes = "enabled (bearer token)" if settings.token else "disabled (set LOOKALIKE_API_TOKEN to enable)"
+    app = create_app(engine)
+    writes = "enabled (bearer token)" if engine.settings.api_token else "disabled (set LOOKALIKE_API_TOKEN to enable)"
     print(f"\nlookalike is serving {engine.directory} at http://{args.host}:{args.port}/  "
           f"(API docs: /docs; writes {writes}; Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -374,26 +379,37 @@ COMMANDS = {
 READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index"}
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the command line's options laid over them."""
+    model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
+    return Settings.from_environment(catalog=args.catalog, model=model, index=args.index, query_mode=args.query_mode,
+                                     index_options=_index_options(args.index_option), milvus_uri=args.milvus_uri)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     engine = None
+    debug = False
     try:
-        if args.command in READ_ONLY and not os.path.exists(os.path.join(args.catalog, "catalog.sqlite")):
-            raise CliError(f"no catalogue at {args.catalog} (run `lookalike index` or `lookalike demo` first)")
-        model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
-        engine = Engine(args.catalog, model=model, index=args.index, query_mode=args.query_mode,
-                        index_options=_index_options(args.index_option, args.milvus_uri if args.index == "milvus" else None))
+        settings = settings_from(args)
+        debug = settings.debug
+        if args.command in READ_ONLY and not (settings.catalog / "catalog.sqlite").exists():
+            raise CliError(f"no catalogue at {settings.catalog} (run `lookalike index` or `lookalike demo` first)")
+        engine = Engine(settings)
         return COMMANDS[args.command](engine, args)
-    except (CliError, LookalikeError, CatalogError, ImageDecodeError, ValueError, OSError) as error:
+    except LookalikeError as error:
         print(one_line(f"lookalike: error: {error}"), file=sys.stderr)
-        return 2
+        return EXIT_CODES.get(error.kind, USAGE_ERROR)
+    except (ValueError, OSError) as error:
+        print(one_line(f"lookalike: error: {error}"), file=sys.stderr)
+        return USAGE_ERROR
     except KeyboardInterrupt:
         print("lookalike: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # the user gets one line; LOOKALIKE_DEBUG=1 shows the traceback
-        if os.environ.get("LOOKALIKE_DEBUG"):
+        if debug:
             raise
-        print(f"lookalike: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(one_line(f"lookalike: internal error: {type(error).__name__}: {error}"), file=sys.stderr)
         return 1
     finally:
         if engine is not None:

@@ -59,7 +59,7 @@ def _first_tensor(output):
 class HuggingFaceEncoder:
     """A local CLIP or DINOv2 checkpoint served by onnxruntime."""
 
-    def __init__(self, source: str, threads: int | None = None):
+    def __init__(self, source: str, threads: int | None = None, cache_root: str | os.PathLike | None = None):
         self.folder = resolve_local(source)
         config_file = self.folder / "config.json"
         if not config_file.exists():
@@ -74,7 +74,7 @@ class HuggingFaceEncoder:
         self._read_preprocessing(config)
         digest = _file_digest(weights)
         self.model_id = f"hf:{self.model_type}:{digest}:{self.image_size}"
-        stem = cache_dir() / f"hf-{self.model_type}-{digest}-g{HF_GRAPH_VERSION}"
+        stem = cache_dir(cache_root) / f"hf-{self.model_type}-{digest}-g{HF_GRAPH_VERSION}"
         self.has_text = self.model_type == "clip"
         vision_path, text_path = Path(f"{stem}-vision.onnx"), Path(f"{stem}-text.onnx")
         if not vision_path.exists() or (self.has_text and not text_path.exists()):

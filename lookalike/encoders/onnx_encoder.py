@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lookalike.config import model_cache_dir
 from lookalike.encoders.base import l2_normalise
 
 PREPROCESS_VERSION = 1
@@ -32,9 +33,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("LOOKALIKE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lookalike"
-    path = Path(root) / "models"
+def cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """The models folder under ``root`` (Settings.cache_dir), by default the environment's."""
+    path = Path(root or model_cache_dir()) / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -213,7 +214,8 @@ def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np
 class OnnxImageEncoder:
     """A pretrained CNN (see BACKBONES) served by onnxruntime."""
 
-    def __init__(self, spec: str | ImageModelSpec = "efficientnet-lite0:avg", threads: int | None = None):
+    def __init__(self, spec: str | ImageModelSpec = "efficientnet-lite0:avg", threads: int | None = None,
+                 cache_root: str | os.PathLike | None = None):
         spec = ImageModelSpec.parse(spec) if isinstance(spec, str) else spec
         backbone = BACKBONES[spec.name]
         self.name = spec.name
@@ -227,12 +229,12 @@ class OnnxImageEncoder:
         self._offset = (-np.asarray(backbone.mean, np.float32) / np.asarray(backbone.std, np.float32)).reshape(1, 1, 3)
         digest = _file_digest(backbone.weights())
         stem = f"{spec.name}-{spec.pooling}-{self.image_size}-{digest}-g{GRAPH_VERSION}"
-        float_path = cache_dir() / f"{stem}.onnx"
+        float_path = cache_dir(cache_root) / f"{stem}.onnx"
         if not float_path.exists():
             _export(backbone, spec.pooling, self.image_size, float_path)
         self.onnx_path = float_path
         if spec.int8:
-            self.onnx_path = cache_dir() / f"{stem}-int8.onnx"
+            self.onnx_path = cache_dir(cache_root) / f"{stem}-int8.onnx"
             if not self.onnx_path.exists():
                 _quantise(float_path, self.onnx_path, self.preprocess)
         self._session = _make_session(self.onnx_path, threads)

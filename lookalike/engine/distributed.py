@@ -21,10 +21,10 @@ DEFAULT_BATCH = 32
 class EmbedActor:
     """One encoder per actor; a batch of photo paths in, vectors (or errors) out."""
 
-    def __init__(self, model_spec: str, threads: int = 1):
+    def __init__(self, model_spec: str, threads: int = 1, cache_root: str | None = None):
         from lookalike.encoders import load_encoder
 
-        self.encoder = load_encoder(model_spec, threads=threads)
+        self.encoder = load_encoder(model_spec, threads=threads, cache_root=cache_root)
 
     def __call__(self, batch: dict) -> dict:
         from lookalike.images import ImageDecodeError, decode_image
@@ -46,7 +46,7 @@ class EmbedActor:
 
 
 def embed_with_ray(paths: list[str], model_spec: str, address: str | None = None, actors: int | None = None,
-                   batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+                   batch_size: int = DEFAULT_BATCH, cache_root: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
     """Yield (positions into ``paths``, vectors, error messages) as Ray finishes batches.
 
     ``address``: None or "local" starts Ray on this machine; "auto" or "ray://host:10001" joins a cluster.
@@ -70,7 +70,8 @@ def embed_with_ray(paths: list[str], model_spec: str, address: str | None = None
         count = actors or max(1, cpus)
         items = [{"position": position, "path": path} for position, path in enumerate(paths)]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 4 * count))).map_batches(
-            EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "threads": max(1, cpus // count)},
+            EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "threads": max(1, cpus // count),
+                                               "cache_root": cache_root},
             batch_size=batch_size, concurrency=count, num_cpus=max(1, cpus // count),
             batch_format="numpy")
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lookalike.errors import LookalikeError
+
 RECALL_AT = (1, 5, 10)
 
 
-class QueriesFileError(ValueError):
-    pass
+class QueriesFileError(LookalikeError, ValueError):
+    """The queries CSV cannot be read; the message says where."""
 
 
 @dataclass

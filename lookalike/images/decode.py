@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from lookalike.errors import ErrorKind, LookalikeError
+
 try:  # HEIC/HEIF/AVIF from phones; optional.
     import pillow_heif
 
@@ -30,8 +32,10 @@ IMAGE_SUFFIXES = frozenset(
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(LookalikeError, ValueError):
     """The input is not an image we can use; the message says why in one line."""
+
+    default_kind = ErrorKind.INVALID
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def _source_bytes(source: str | os.PathLike | bytes, limits: DecodeLimits) -> io
                 raise ImageDecodeError("not a regular file")
             size = status.st_size
             if size > limits.max_bytes:
-                raise ImageDecodeError(f"file is {size} bytes, over the {limits.max_bytes} byte limit")
+                raise ImageDecodeError(f"file is {size} bytes, over the {limits.max_bytes} byte limit", ErrorKind.TOO_LARGE)
             data = path.read_bytes()
         except IsADirectoryError:
             raise ImageDecodeError("is a directory, not an image") from None
@@ -67,7 +71,7 @@ def _source_bytes(source: str | os.PathLike | bytes, limits: DecodeLimits) -> io
     if not data:
         raise ImageDecodeError("empty file")
     if len(data) > limits.max_bytes:
-        raise ImageDecodeError(f"{len(data)} bytes, over the {limits.max_bytes} byte limit")
+        raise ImageDecodeError(f"{len(data)} bytes, over the {limits.max_bytes} byte limit", ErrorKind.TOO_LARGE)
     return io.BytesIO(data)
 
 
@@ -130,7 +134,7 @@ def decode_image(
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image, or a format Pillow cannot read") from None
+        raise ImageDecodeError("not an image, or a format Pillow cannot read", ErrorKind.UNSUPPORTED_MEDIA) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError("image is too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:

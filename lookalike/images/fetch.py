@@ -18,8 +18,10 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from lookalike.errors import ErrorKind, LookalikeError
 
-class FetchError(ValueError):
+
+class FetchError(LookalikeError, ValueError):
     """The URL cannot be used; the message says why in one line."""
 
 
@@ -80,12 +82,12 @@ def fetch_image_bytes(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
                         raise FetchError(f"the URL answered HTTP {response.status_code}")
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-                        raise FetchError(f"the image is over the {policy.max_bytes} byte limit")
+                        raise FetchError(f"the image is over the {policy.max_bytes} byte limit", ErrorKind.TOO_LARGE)
                     chunks, size = [], 0
                     for chunk in response.iter_bytes():
                         size += len(chunk)
                         if size > policy.max_bytes:
-                            raise FetchError(f"the image is over the {policy.max_bytes} byte limit")
+                            raise FetchError(f"the image is over the {policy.max_bytes} byte limit", ErrorKind.TOO_LARGE)
                         if time.monotonic() > deadline:
                             raise FetchError("fetching the URL took too long")
                         chunks.append(chunk)

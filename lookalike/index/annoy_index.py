@@ -40,7 +40,7 @@ class AnnoyIndex(ApproximateIndex):
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
         return self.table.vectors_for(keys)
 
-    def add(self, keys, vectors) -> None:
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         self.table.add(keys, vectors)
         self._forest = None
 
@@ -92,7 +92,7 @@ class AnnoyIndex(ApproximateIndex):
                                "search_k": self.search_k, "count": len(self)})
 
     @classmethod
-    def load(cls, directory: Path) -> AnnoyIndex:
+    def load(cls, directory: Path, **context) -> AnnoyIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         index = cls(meta["dim"], meta["n_trees"], meta["search_k"])

@@ -1,45 +1,110 @@
-"""The index interface every backend implements (hnswlib/usearch style).
+"""The index contract: what every backend does, and all the engine relies on.
 
-Keys are int64 (the catalogue's item keys); vectors are L2-normalised float32,
-so inner product is the cosine similarity. ``allowed`` restricts a search to
-a set of keys: a search returns ``min(k, len(allowed ∩ index))`` results.
+Written down once here (as qdrant-client's ``QdrantBase`` does for its local
+and remote clients) so that the engine calls plain methods and never asks a
+backend what it can do beyond the capabilities declared below.
+
+- Keys are int64 (the catalogue's item keys); vectors are L2-normalised float32,
+  so the inner product is the cosine similarity.
+- ``add`` inserts or replaces; ``remove`` forgets (unknown keys are ignored).
+- ``search(queries, k, allowed, conditions, exclude_keys)`` returns (keys,
+  scores), each (n_queries, k), best first; unused slots hold MISSING_KEY and
+  -inf. ``allowed`` restricts the search to those keys; ``exclude_keys`` leaves
+  keys out; a filtered search returns ``min(k, matches)`` results.
+- ``conditions`` (category and price, an ItemFilter without extra fields) may be
+  given only to a backend that declares ``native_filters``: it keeps its own copy
+  of those fields, passed to ``add`` as ``fields``, and filters inside its engine.
+  Every other backend ignores ``fields`` and is given filters as ``allowed`` keys.
+- ``save(directory)`` writes into a fresh folder the caller swaps into place;
+  ``load(directory, **context)`` reads it back, or raises ValueError/OSError when
+  the saved index is missing, stale or damaged (the caller then rebuilds it from
+  the catalogue). ``close()`` releases connections.
+- A backend that declares ``needs_stored_vectors`` is given ``vector_source`` (the
+  catalogue's stored vectors by key) in its constructor and in ``load``.
+- ``connection_options(settings, home)`` says what a backend takes from the
+  settings (a server URI and token) and where it keeps files by default.
+
+``tests/test_index.py`` runs this contract against every backend, with exact
+search as the reference.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar
 
 import numpy as np
 
 MISSING_KEY = -1
+VectorSource = Callable[[np.ndarray], np.ndarray]
 
 
-@runtime_checkable
-class VectorIndex(Protocol):
-    backend: str
+class VectorIndex(ABC):
+    backend: ClassVar[str]
+    #: Filters category and price itself (``conditions``), from the ``fields`` given to ``add``.
+    native_filters: ClassVar[bool] = False
+    #: Re-ranks from the catalogue's stored vectors: takes ``vector_source``.
+    needs_stored_vectors: ClassVar[bool] = False
     dim: int
 
+    @abstractmethod
     def __len__(self) -> int: ...
 
-    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+    @abstractmethod
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         """Insert vectors; a key already present gets its vector replaced."""
 
-    def remove(self, keys: np.ndarray) -> None:
+    @abstractmethod
+    def remove(self, keys) -> None:
         """Forget keys; unknown keys are ignored."""
 
-    def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, scores), each (n_queries, k), best first; unused slots are
-        MISSING_KEY with score -inf."""
-
+    @abstractmethod
     def keys(self) -> np.ndarray: ...
 
-    def save(self, directory: Path) -> None:
-        """Write the index into ``directory`` (a fresh folder: the caller swaps
-        it into place, so a reader never sees a half-written index)."""
+    @abstractmethod
+    def save(self, directory: Path) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, **context) -> VectorIndex: ...
+
+    @classmethod
+    def connection_options(cls, settings, home: Path) -> dict:
+        """Constructor options this backend takes from Settings (none by default)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - a no-op by design: an in-process index holds no connection
+        """Release connections."""
+
+    @abstractmethod
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
+                exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's search; ``exclude_keys`` is non-empty only for a backend with native filters."""
+
+    def search(self, queries, k: int, allowed=None, conditions=None, exclude_keys=()) -> tuple[np.ndarray, np.ndarray]:
+        queries = as_vectors(queries, self.dim)
+        if conditions is not None and not self.native_filters:
+            raise ValueError(f"the {self.backend} index filters by allowed keys, not by conditions")
+        excluded = as_keys(exclude_keys) if len(exclude_keys) else np.zeros(0, np.int64)
+        if allowed is not None:
+            allowed = as_keys(allowed)
+            if len(excluded):
+                allowed = allowed[~np.isin(allowed, excluded)]
+            return self._search(queries, k, allowed, conditions, np.zeros(0, np.int64))
+        if not len(excluded) or self.native_filters:
+            return self._search(queries, k, None, conditions, excluded)
+        # Ask for enough more that k remain once the excluded keys are dropped.
+        keys, scores = self._search(queries, k + len(excluded), None, None, excluded[:0])
+        out_keys = np.full((len(queries), k), MISSING_KEY, dtype=np.int64)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for row in range(len(queries)):
+            kept = ~np.isin(keys[row], excluded)
+            row_keys, row_scores = keys[row][kept][:k], scores[row][kept][:k]
+            out_keys[row, : len(row_keys)], out_scores[row, : len(row_scores)] = row_keys, row_scores
+        return out_keys, out_scores
 
 
 def as_keys(keys) -> np.ndarray:
@@ -96,7 +161,7 @@ def pad(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return out_keys, out_scores
 
 
-class ApproximateIndex:
+class ApproximateIndex(VectorIndex):
     """Search policy shared by the approximate backends.
 
     A selective filter is answered by an exact scan of the matching vectors;
@@ -105,15 +170,7 @@ class ApproximateIndex:
     So a filtered search always returns min(k, matches) results.
     """
 
-    dim: int
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
     def contains(self, key: int) -> bool:
-        raise NotImplementedError
-
-    def keys(self) -> np.ndarray:
         raise NotImplementedError
 
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
@@ -130,15 +187,14 @@ class ApproximateIndex:
             [queries @ self.vectors_for(keys[start : start + 65536]).T for start in range(0, len(keys), 65536)], axis=1)
         return top_k(scores, keys, k)
 
-    def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
-        queries = as_vectors(queries, self.dim)
+    def _search(self, queries, k: int, allowed, conditions, exclude_keys) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             take = min(k, len(self))
             if take == 0:
                 return pad(np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), k)
             found = self.approximate(queries, take, None)
             return pad(*found, k) if found is not None else self.exact(queries, k, self.keys())
-        allowed_keys = np.asarray([key for key in as_keys(allowed).tolist() if self.contains(key)], dtype=np.int64)
+        allowed_keys = np.asarray([key for key in allowed.tolist() if self.contains(key)], dtype=np.int64)
         if len(allowed_keys) <= EXACT_FILTER_MAX_ROWS:
             return self.exact(queries, k, allowed_keys)
         found = self.approximate(queries, min(k, len(allowed_keys)), set(allowed_keys.tolist()))

@@ -13,19 +13,17 @@ projection from; they are held as they are and searched exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.index.base import ApproximateIndex, as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.base import ApproximateIndex, VectorSource, as_keys, as_vectors, read_meta, top_k, write_meta
 from lookalike.index.hnsw import HnswIndex
-
-VectorSource = Callable[[np.ndarray], np.ndarray]
 
 
 class CompressedHnswIndex(ApproximateIndex):
     backend = "hnsw-pca"
+    needs_stored_vectors = True
 
     def __init__(self, dim: int, components: int = 256, rerank: int = 4, m: int = 16, ef_construction: int = 200,
                  ef_search: int = 128, train_size: int = 20_000, capacity: int = 1024,
@@ -57,7 +55,7 @@ class CompressedHnswIndex(ApproximateIndex):
         if self._graph is None:
             return np.stack([self._pending[key] for key in keys.tolist()]) if len(keys) else np.zeros((0, self.dim), np.float32)
         if self.vector_source is None:
-            raise RuntimeError("the compressed index needs a vector source to re-rank (the catalogue store)")
+            raise RuntimeError("the compressed index needs a vector source to re-rank (the catalogue store): pass vector_source")
         return np.asarray(self.vector_source(keys), dtype=np.float32)
 
     def _project(self, vectors: np.ndarray) -> np.ndarray:
@@ -76,7 +74,7 @@ class CompressedHnswIndex(ApproximateIndex):
         self._graph.add(keys, self._project(vectors))
         self._pending.clear()
 
-    def add(self, keys, vectors) -> None:
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
         if self._graph is not None:
             self._graph.add(keys, self._project(vectors))
@@ -121,11 +119,11 @@ class CompressedHnswIndex(ApproximateIndex):
                                "trained": self._graph is not None})
 
     @classmethod
-    def load(cls, directory: Path) -> CompressedHnswIndex:
+    def load(cls, directory: Path, vector_source: VectorSource | None = None, **context) -> CompressedHnswIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         index = cls(meta["dim"], meta["components"], meta["rerank"], meta["m"], meta["ef_construction"],
-                    meta["ef_search"], meta["train_size"])
+                    meta["ef_search"], meta["train_size"], vector_source=vector_source)
         if meta["trained"]:
             index.projection = np.load(directory / "projection.npy")
             index._graph = HnswIndex.load(directory / "graph")

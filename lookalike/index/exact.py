@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.index.base import as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.base import VectorIndex, read_meta, top_k, write_meta
 from lookalike.index.table import VectorTable
 
 #: Filters matching more keys than this scan all rows with a mask instead of gathering the matches.
 SUBSET_GATHER_MAX = 20_000
 
 
-class ExactIndex:
+class ExactIndex(VectorIndex):
     backend = "exact"
 
     def __init__(self, dim: int, dtype: str = "float32", capacity: int = 1024):
@@ -27,7 +27,7 @@ class ExactIndex:
     def keys(self) -> np.ndarray:
         return self.table.keys()
 
-    def add(self, keys, vectors) -> None:
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         self.table.add(keys, vectors)
 
     def remove(self, keys) -> None:
@@ -36,11 +36,10 @@ class ExactIndex:
     def vectors_for(self, keys) -> np.ndarray:
         return self.table.vectors_for(keys)
 
-    def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
-        queries = as_vectors(queries, self.dim)
+    def _search(self, queries, k: int, allowed, conditions, exclude_keys) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             return self.table.scan(queries, k)
-        keys = as_keys(allowed)
+        keys = allowed
         if len(keys) > SUBSET_GATHER_MAX:
             return self.table.scan(queries, k, self.table.row_mask(keys))
         keys = np.asarray([key for key in keys.tolist() if self.table.contains(key)], dtype=np.int64)
@@ -55,7 +54,7 @@ class ExactIndex:
         write_meta(directory, {"backend": self.backend, "dim": self.dim, "dtype": self.table.dtype.name, "count": len(self)})
 
     @classmethod
-    def load(cls, directory: Path) -> ExactIndex:
+    def load(cls, directory: Path, **context) -> ExactIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         index = cls(meta["dim"], meta.get("dtype", "float32"))

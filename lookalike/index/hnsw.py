@@ -40,7 +40,7 @@ class HnswIndex(ApproximateIndex):
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
         return np.asarray(self._graph.get_items(keys), dtype=np.float32)
 
-    def add(self, keys, vectors) -> None:
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
         if len(keys) != len(vectors):
             raise ValueError("keys and vectors differ in length")
@@ -84,7 +84,7 @@ class HnswIndex(ApproximateIndex):
         )
 
     @classmethod
-    def load(cls, directory: Path) -> HnswIndex:
+    def load(cls, directory: Path, **context) -> HnswIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         index = cls(meta["dim"], meta["m"], meta["ef_construction"], meta["ef_search"], capacity=1)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.index.base import MISSING_KEY, as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, read_meta, top_k, write_meta
 
 FILTER_IN_LIST_MAX = 5000
 BATCH_ROWS = 2000
@@ -58,18 +57,17 @@ def filter_expression(conditions=None, exclude_keys=()) -> str:
     return " and ".join(clauses)
 
 
-class MilvusIndex:
+class MilvusIndex(VectorIndex):
     backend = "milvus"
-    #: The engine may pass category/price conditions to search() instead of a key list.
     native_filters = True
 
-    def __init__(self, dim: int, uri: str | None = None, token: str | None = None, collection: str = "lookalike",
+    def __init__(self, dim: int, uri: str = "milvus.db", token: str | None = None, collection: str = "lookalike",
                  m: int = 16, ef_construction: int = 200, ef_search: int = 64, capacity: int = 0, create: bool = True):
         from pymilvus import DataType
 
         self.dim = dim
-        self.uri = uri or os.environ.get("LOOKALIKE_MILVUS_URI") or "milvus.db"
-        self.token = token if token is not None else os.environ.get("LOOKALIKE_MILVUS_TOKEN")
+        self.uri = uri
+        self.token = token
         self.collection = collection
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self._client = _client(self.uri, self.token)
@@ -89,6 +87,11 @@ class MilvusIndex:
         index_params.add_index("vector", index_type="HNSW", metric_type="IP",
                                params={"M": m, "efConstruction": ef_construction})
         self._client.create_collection(collection, schema=schema, index_params=index_params)
+
+    @classmethod
+    def connection_options(cls, settings, home: Path) -> dict:
+        """The server (or Milvus Lite file, by default in the catalogue folder) and its token."""
+        return {"uri": settings.milvus_uri or str(Path(home) / "milvus.db"), "token": settings.milvus_token}
 
     def __len__(self) -> int:
         return len(self._live)
@@ -120,14 +123,12 @@ class MilvusIndex:
             self._client.delete(self.collection, ids=present)
             self._live.difference_update(present)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, conditions=None,
-               exclude_keys=()) -> tuple[np.ndarray, np.ndarray]:
-        """As every backend, plus ``conditions`` (category, price) and ``exclude_keys`` evaluated inside Milvus."""
-        queries = as_vectors(queries, self.dim)
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
+                exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditions (category, price) and excluded keys are evaluated inside Milvus."""
         expression = filter_expression(conditions, exclude_keys)
         clauses = [expression] if expression else []
         if allowed is not None:
-            allowed = as_keys(allowed)
             if len(allowed) == 0:
                 return top_k(np.zeros((len(queries), 0), np.float32), allowed, k)
             if len(allowed) > FILTER_IN_LIST_MAX:
@@ -175,10 +176,12 @@ class MilvusIndex:
                                "count": len(self)})
 
     @classmethod
-    def load(cls, directory: Path) -> MilvusIndex:
+    def load(cls, directory: Path, uri: str | None = None, token: str | None = None, **context) -> MilvusIndex:
         directory = Path(directory)
         meta = read_meta(directory)
-        index = cls(meta["dim"], meta["uri"], None, meta["collection"], meta["m"], meta["ef_construction"],
+        if uri is not None and uri != meta["uri"]:
+            raise ValueError("the saved index is in another Milvus")
+        index = cls(meta["dim"], meta["uri"], token, meta["collection"], meta["m"], meta["ef_construction"],
                     meta["ef_search"], create=False)
         if not index._client.has_collection(index.collection):
             raise ValueError("the Milvus collection is missing")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.errors import LookalikeError
+
 DATABASE_NAME = "catalog.sqlite"
 
 MIGRATIONS: list[str] = [
@@ -54,7 +56,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class CatalogError(RuntimeError):
+class CatalogError(LookalikeError):
     """A problem with the catalogue the user can act on; the message says how."""
 
 

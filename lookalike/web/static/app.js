@@ -41,16 +41,16 @@ async function search(query) {
   state.lastQuery = query;
   setStatus("Searching…", "loading");
   $("answer").setAttribute("aria-busy", "true");
-  const url = "/api/search?" + filterParams().toString();
+  const params = "?" + filterParams().toString();
   try {
     let body;
     if (query.blob) {
       const form = new FormData();
       form.append("image", query.blob, query.name || "photo.jpg");
-      body = await callApi(url, { method: "POST", body: form });
+      body = await callApi("/api/search" + params, { method: "POST", body: form });
     } else {
-      body = await callApi(url, { method: "POST", headers: { "Content-Type": "application/json" },
-                                  body: JSON.stringify({ item_id: query.itemId }) });
+      body = await callApi("/api/search/item" + params, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ item_id: query.itemId }) });
     }
     showAnswer(body, query);
     setStatus("");

@@ -9,16 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.store import Item
+from lookalike.text import one_line
 
 KNOWN_COLUMNS = ("id", "image", "title", "category", "price", "currency", "sold_at")
-
-
-CONTROL_CHARACTERS = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
-
-
-def one_line(text: str) -> str:
-    """``text`` with control characters (newlines in hostile file names) escaped."""
-    return text.translate(CONTROL_CHARACTERS)
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 SKIPPED_FOLDERS = {"symbols", "cartoon"}
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 STAMP_LOCATIONS = (REPO_DATA / "debs/usr/share/tuxpaint/stamps", Path("/usr/share/tuxpaint/stamps"))
 OPENCV_LOCATIONS = (REPO_DATA / "debs/usr/share/doc/opencv-doc/examples/data", Path("/usr/share/doc/opencv-doc/examples/data"))
 BACKGROUND_PHOTOS = ("building.jpg", "home.jpg", "fruits.jpg", "baboon.jpg", "lena.jpg", "messi5.jpg", "orange.jpg",
@@ -53,9 +52,13 @@ class Stamp:
         return f"{self.category}/{self.subcategory}/{self.path.stem}" if self.subcategory else f"{self.category}/{self.path.stem}"
 
 
-def find_stamps_root() -> Path:
-    candidates = [Path(os.environ["LOOKALIKE_STAMPS"])] if os.environ.get("LOOKALIKE_STAMPS") else []
-    for candidate in [*candidates, *STAMP_LOCATIONS]:
+def find_stamps_root(stamps_dir: Path | None = None) -> Path:
+    """``stamps_dir`` (Settings.stamps_dir, env LOOKALIKE_STAMPS), else the setup's and Debian's locations."""
+    if stamps_dir is None:
+        from lookalike.config import Settings
+
+        stamps_dir = Settings.from_environment().stamps_dir
+    for candidate in [*([stamps_dir] if stamps_dir else []), *STAMP_LOCATIONS]:
         if candidate.is_dir():
             return candidate
     raise DemoDataMissing(
@@ -250,7 +253,7 @@ def make_demo_queries(stamps: list[Stamp], destination: Path, count: int, seed: 
 def run_demo(engine, query_count: int, show_result, show_estimate, show_report) -> None:
     """Build the demo catalogue in the engine's folder (once), then search it
     with new phone photos of a few of its items and estimate their prices."""
-    stamps = list_stamps()
+    stamps = list_stamps(find_stamps_root(engine.settings.stamps_dir))
     print(f"building the demo catalogue in {engine.directory} from {len(stamps)} real photos "
           "(tuxpaint-stamps-default); prices are GENERATED for the demo")
     metadata = build_demo_catalogue_folder(engine.directory, stamps)
