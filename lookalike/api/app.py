@@ -23,10 +23,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.routing import Match
 
 from lookalike.api.limits import BodySizeLimit
 from lookalike.api.schemas import (
@@ -62,6 +65,16 @@ IMAGE_RESPONSE = {200: {"description": "The photo", "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
+class ItemIdConvertor(PathConvertor):
+    """An item id in a path: any characters, slashes too, but not ending in /image, which names the
+    item's photo; so /api/items/{id} and /api/items/{id}/image never claim each other's requests."""
+
+    regex = r"(?!.*/image$).+"
+
+
+register_url_convertor("item_id", ItemIdConvertor())
+
+
 @dataclass(frozen=True)
 class SearchParams:
     k: int
@@ -75,6 +88,11 @@ def search_params(
     max_price: Annotated[float | None, Query(allow_inf_nan=False, description="Only items sold for at most this")] = None,
 ) -> SearchParams:
     return SearchParams(k, ItemFilter(category=category or None, min_price=min_price, max_price=max_price))
+
+
+Params = Annotated[SearchParams, Depends(search_params)]
+bearer = HTTPBearer(auto_error=False, description="The token the server was started with (LOOKALIKE_API_TOKEN)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def item_urls(item_id: str) -> dict:
@@ -139,9 +157,11 @@ def create_app(engine: Engine) -> BodySizeLimit:
                             headers=HEADERS_BY_KIND.get(error.kind))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException):
-        # The exception's headers matter: Allow with a 405, WWW-Authenticate with a 401.
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+    async def http_error(request: Request, error: HTTPException):
+        headers = dict(error.headers or {})  # they matter: Allow with a 405, WWW-Authenticate with a 401
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError):
@@ -154,13 +174,16 @@ def create_app(engine: Engine) -> BodySizeLimit:
         # Logged with its traceback by the server; the client gets no internals.
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    bearer = HTTPBearer(auto_error=False, description="The token the server was started with (LOOKALIKE_API_TOKEN)")
-
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if not settings.api_token:
-            raise LookalikeError("writes are disabled: start the server with LOOKALIKE_API_TOKEN set", ErrorKind.FORBIDDEN)
+    def require_token(credentials: Credentials) -> None:
+        # No credentials is 401 (authenticate first); credentials on a server without writes is 403.
         given = credentials.credentials.strip().encode() if credentials else b""
-        if not given or not hmac.compare_digest(given, settings.api_token.encode()):
+        disabled = "writes are disabled: start the server with LOOKALIKE_API_TOKEN set"
+        if not given:
+            raise LookalikeError("a valid bearer token is required" + ("" if settings.api_token else f"; {disabled}"),
+                                 ErrorKind.UNAUTHORIZED)
+        if not settings.api_token:
+            raise LookalikeError(disabled, ErrorKind.FORBIDDEN)
+        if not hmac.compare_digest(given, settings.api_token.encode()):
             raise LookalikeError("a valid bearer token is required", ErrorKind.UNAUTHORIZED)
 
     def multipart_only(request: Request) -> None:
@@ -179,8 +202,6 @@ def create_app(engine: Engine) -> BodySizeLimit:
             embed_seconds.observe(result.embed_ms / 1000)
         return search_body(result)
 
-    Params = Annotated[SearchParams, Depends(search_params)]
-
     @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
               dependencies=[Depends(multipart_only)],
               summary="Similar items and a price estimate for a photo")
@@ -196,9 +217,10 @@ def create_app(engine: Engine) -> BodySizeLimit:
     @app.post("/api/search/url", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
               summary="Similar items for a photo at a public http(s) URL")
     async def search_url(body: SearchByUrl, params: Params):
-        data = await run_in_threadpool(fetch_image_bytes, body.url, fetch_policy)
+        url = str(body.url)
+        data = await run_in_threadpool(fetch_image_bytes, url, fetch_policy)
         response = await answer(engine.search, data, params.k, params.filter, True)
-        return {**response, "query": body.url}
+        return {**response, "query": url}
 
     if engine.supports_text:
         @app.post("/api/search/text", response_model=SearchResponse, tags=["search"], responses=errors(400, 422),
@@ -230,7 +252,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         media_type = "image/jpeg" if size == "thumb" else guessed if guessed.startswith("image/") else "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/items/{item_id:path}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422),
+    @app.get("/api/items/{item_id:item_id}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422),
              summary="One item")
     async def get_item(item_id: str):
         return item_body(await run_in_threadpool(engine.get_item, item_id))
@@ -254,7 +276,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         added = await run_in_threadpool(engine.add_item, item, await upload_bytes(image), False)
         return item_body(added)
 
-    @app.delete("/api/items/{item_id:path}", response_model=Removed, tags=["catalogue"],
+    @app.delete("/api/items/{item_id:item_id}", response_model=Removed, tags=["catalogue"],
                 dependencies=[Depends(require_token)], responses=errors(401, 403, 404, 422),
                 summary="Remove an item (bearer token)")
     async def delete_item(item_id: str):
@@ -279,19 +301,30 @@ def create_app(engine: Engine) -> BodySizeLimit:
     return BodySizeLimit(app, settings.max_upload_bytes)
 
 
-def _serve_docs_offline(app: FastAPI) -> None:
-    """/docs with Swagger UI from the swagger-ui-bundle package: FastAPI's default loads it from a CDN,
-    which a server without internet (or a privacy-minded house) cannot reach."""
-    from swagger_ui_bundle import swagger_ui_path
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method served at this path's resource: each method is its own route, so the one that
+    answered 405 knows only its own. The resource is the first path template that matches (an item
+    id may hold slashes, so /api/items/x/image also fits /api/items/{item_id})."""
+    matching = [route for route in app.router.routes
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE]
+    methods = set().union(*(route.methods for route in matching if route.path == matching[0].path)) if matching else set()
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/docs with the Swagger UI (5.x, which reads OpenAPI 3.1) that the fastapi-offline package ships:
+    FastAPI's default loads it from a CDN, which a server without internet cannot reach."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
 
 def _clean(text: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
 
 #: An item id: 1-512 characters, none of them a control character.
 ITEM_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,512}$"
@@ -92,7 +92,7 @@ class SearchByItem(BaseModel):
 
 
 class SearchByUrl(BaseModel):
-    url: str = Field(min_length=1, max_length=4096, pattern=r"^https?://", description="An http(s) URL of a photo")
+    url: AnyHttpUrl = Field(description="An http(s) URL of a photo on a public host")
 
 
 class SearchByText(BaseModel):
