@@ -15,9 +15,10 @@ test:
 	$(BIN)/ruff check lookalike tests benchmarks
 	$(BIN)/python -m pytest -rP  # -rP: the figures tests print (kills survived, load latencies, fuzz counts)
 
+# The long variants (5-minute load, 20 kills, long fuzz); CI runs them after make test.
 test-slow:
 	./scripts/setup.sh --tests
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -rP -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/embed_bench.py

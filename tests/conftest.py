@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookalike.demo import DemoDataMissing, build_demo_catalogue_folder, list_stamps
 from lookalike.encoders import DEFAULT_MODEL, load_encoder
 from lookalike.engine import Engine
-from lookalike.demo import DemoDataMissing, build_demo_catalogue_folder, list_stamps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def encoder():
     return load_encoder(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """For logic tests: a real but tiny encoder (tests/tiny_encoder.py), no model to load."""
+    from tests.tiny_encoder import TinyEncoder
+
+    return TinyEncoder()
 
 
 @pytest.fixture(scope="session")

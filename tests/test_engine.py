@@ -1,4 +1,5 @@
-"""The engine end to end on real photos and real SQLite files."""
+"""The engine's logic on real photos and real SQLite files, with the tiny encoder
+(tests/tiny_encoder.py) wherever the test is not about the model."""
 
 from __future__ import annotations
 
@@ -12,24 +13,29 @@ import pytest
 from lookalike import Engine, Item, ItemFilter, LookalikeError
 from lookalike.demo import load_cutout, on_white
 from lookalike.store import ModelMismatchError
+from tests.conftest import REPO
 
 
 @pytest.fixture
-def small_catalog(tmp_path, demo_folder, encoder):
+def small_catalog(tmp_path, demo_folder, tiny_encoder):
     """A writable catalogue of 60 demo photos in 3 categories."""
     photos = tmp_path / "photos"
     for category in ("food", "vehicles", "household"):
         shutil.copytree(demo_folder / "photos" / category, photos / category)
-    engine = Engine(tmp_path / "catalog", encoder=encoder)
+    engine = Engine(tmp_path / "catalog", encoder=tiny_encoder)
     engine.index_sources([photos])
     return engine, photos
 
 
 def test_ids_and_categories_come_from_the_folder(small_catalog):
     engine, photos = small_catalog
-    item = engine.catalog.get("food/fruit/apple_red.jpg") or next(iter(engine.catalog.items()))
-    assert item.category is not None and "/" in item.id
-    assert engine.catalog.count() == len(list(photos.rglob("*.jpg")))
+    files = sorted(photos.rglob("*.jpg"))
+    assert engine.catalog.count() == len(files)
+    for path in files[:: max(1, len(files) // 10)]:
+        relative = path.relative_to(photos)
+        item = engine.catalog.get(relative.as_posix())
+        assert item is not None, relative  # the id is the path below the folder indexed
+        assert item.category == relative.parent.as_posix() and item.image_path == str(path)
 
 
 def test_add_then_search_finds_the_item(small_catalog, stamps):
@@ -59,21 +65,22 @@ def test_a_new_process_gives_the_same_results(small_catalog):
     expected = [(hit.id, round(hit.score, 4)) for hit in engine.search(query, k=5).hits]
     engine.close()
     script = (
-        "import sys; from lookalike import Engine; e = Engine(sys.argv[1]); "
+        "import sys; from lookalike import Engine; from tests.tiny_encoder import TinyEncoder; "
+        "e = Engine(sys.argv[1], encoder=TinyEncoder()); "
         "print([(h.id, round(h.score, 4)) for h in e.search(sys.argv[2], k=5).hits])"
     )
     output = subprocess.run([sys.executable, "-c", script, str(engine.directory), str(query)],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, cwd=REPO)
     assert output.stdout.strip() == str(expected)
 
 
-def test_stale_or_missing_index_is_rebuilt_from_the_store(small_catalog, encoder):
+def test_stale_or_missing_index_is_rebuilt_from_the_store(small_catalog, tiny_encoder):
     engine, photos = small_catalog
     query = next(photos.rglob("*.jpg"))
     expected = [hit.id for hit in engine.search(query, k=5).hits]
     engine.close()
     shutil.rmtree(engine.directory / "index")
-    reopened = Engine(engine.directory, encoder=encoder)
+    reopened = Engine(engine.directory, encoder=tiny_encoder)
     assert [hit.id for hit in reopened.search(query, k=5).hits] == expected
     assert reopened.check() == []
 
@@ -90,21 +97,21 @@ def test_metadata_filters_return_only_matching_items_and_k_of_them(small_catalog
     assert nothing.hits == []
 
 
-def test_price_filter_on_search(tmp_path, encoder, demo_folder):
-    engine = Engine(tmp_path / "catalog", encoder=encoder)
+def test_price_filter_on_search(tmp_path, tiny_encoder, demo_folder):
+    engine = Engine(tmp_path / "catalog", encoder=tiny_encoder)
     engine.index_sources([], demo_folder / "metadata.csv")
     query = next((demo_folder / "photos" / "animals").rglob("*.jpg"))
     result = engine.search(query, k=20, item_filter=ItemFilter(min_price=100, max_price=200))
     assert len(result.hits) == 20 and all(100 <= hit.price <= 200 for hit in result.hits)
 
 
-def test_corrupt_and_non_image_files_are_skipped_and_reported(tmp_path, encoder, demo_folder):
+def test_corrupt_and_non_image_files_are_skipped_and_reported(tmp_path, tiny_encoder, demo_folder):
     folder = tmp_path / "photos"
     shutil.copytree(demo_folder / "photos" / "clothes", folder)
     (folder / "notes.txt").write_text("not a photo")
     (folder / "truncated.jpg").write_bytes(next(folder.rglob("*.jpg")).read_bytes()[:300])
     (folder / "empty.png").write_bytes(b"")
-    engine = Engine(tmp_path / "catalog", encoder=encoder)
+    engine = Engine(tmp_path / "catalog", encoder=tiny_encoder)
     report = engine.index_sources([folder])
     skipped = {problem.where.rsplit("/", 1)[-1] for problem in report.problems}
     assert skipped == {"notes.txt", "truncated.jpg", "empty.png"}
@@ -122,8 +129,8 @@ def test_reindexing_an_unchanged_folder_embeds_nothing(small_catalog):
     assert third.embedded == 2
 
 
-def test_metadata_changes_without_reembedding(tmp_path, encoder, demo_folder):
-    engine = Engine(tmp_path / "catalog", encoder=encoder)
+def test_metadata_changes_without_reembedding(tmp_path, tiny_encoder, demo_folder):
+    engine = Engine(tmp_path / "catalog", encoder=tiny_encoder)
     metadata = demo_folder / "metadata.csv"
     lines = metadata.read_text().splitlines()
     subset = tmp_path / "subset.csv"
@@ -165,13 +172,13 @@ def test_reindex_switches_model(small_catalog):
 
 
 @pytest.mark.parametrize("backend", ["exact", "hnsw", "annoy", "hnsw-pca", "milvus"])
-def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backend):
+def test_adds_and_deletes_while_searching(tmp_path, tiny_encoder, demo_folder, backend):
     import threading
 
     photos = sorted((demo_folder / "photos" / "town").rglob("*.jpg"))[:24]
     # hnsw-pca learns its projection once 16 items exist, so the test crosses that point while searching.
     options = {"train_size": 16, "components": 8} if backend == "hnsw-pca" else {}
-    engine = Engine(tmp_path / "catalog", encoder=encoder, index=backend, index_options=options)
+    engine = Engine(tmp_path / "catalog", encoder=tiny_encoder, index=backend, index_options=options)
     vectors = engine.embed(photos)
     engine.add_vectors([Item(f"base-{n}") for n in range(12)], vectors[:12])
     failures, stop = [], threading.Event()
@@ -205,5 +212,5 @@ def test_adds_and_deletes_while_searching(tmp_path, encoder, demo_folder, backen
     assert failures == []
     assert engine.catalog.count() == 12 and len(engine.index) == 12 and engine.check() == []
     engine.close()
-    reopened = Engine(tmp_path / "catalog", encoder=encoder, index=backend, index_options=options)
+    reopened = Engine(tmp_path / "catalog", encoder=tiny_encoder, index=backend, index_options=options)
     assert [hit.id for hit in reopened.search_vector(vectors[3], k=3)][0] == "base-3"

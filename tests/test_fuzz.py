@@ -24,6 +24,7 @@ from PIL import Image
 from lookalike.images import DecodeLimits, ImageDecodeError, decode_image
 
 EXAMPLES = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", "300"))
+LONG_EXAMPLES = 10 * EXAMPLES  # the slow tier's long fuzz
 UPLOAD_EXAMPLES = max(50, EXAMPLES // 3)
 LIMITS = DecodeLimits(max_pixels=4_000_000)
 DECODE_SECONDS = 5.0
@@ -84,6 +85,13 @@ def test_random_bytes_decode_or_fail_cleanly(data):
     check_decode(data)
 
 
+@pytest.mark.slow
+@settings(max_examples=LONG_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(mutated_images(), st.binary(max_size=8192)))
+def test_long_fuzz_of_decoding(data):
+    check_decode(data)
+
+
 @pytest.fixture(scope="module")
 def client(server):
     with httpx.Client(base_url=server.url, timeout=120) as http:
@@ -108,9 +116,10 @@ def test_uploads_never_5xx(client, server, data, name, content_type):
                       st.dictionaries(st.sampled_from(["item_id", "url", "text", "k"]),
                                       st.one_of(st.text(max_size=60), st.integers(), st.none(), st.lists(st.integers())),
                                       max_size=3).map(lambda value: __import__("json").dumps(value).encode())),
-       k=st.one_of(st.integers(-5, 500), st.text(max_size=5)), category=st.text(max_size=30))
-def test_json_bodies_and_parameters_never_5xx(client, server, body, k, category):
-    response = client.post("/api/search", params={"k": k, "category": category}, content=body,
+       k=st.one_of(st.integers(-5, 500), st.text(max_size=5)), category=st.text(max_size=30),
+       path=st.sampled_from(["/api/search/item", "/api/search/url", "/api/search"]))
+def test_json_bodies_and_parameters_never_5xx(client, server, body, k, category, path):
+    response = client.post(path, params={"k": k, "category": category}, content=body,
                            headers={"Content-Type": "application/json"})
     assert response.status_code < 500, response.text
     assert server.alive()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from lookalike import Engine, Item
+from lookalike import Engine, Item, ItemFilter
 from lookalike.demo import load_cutout, on_white
 from lookalike.engine.pricing import PricedNeighbour, estimate_price, weighted_quantile
 
@@ -68,7 +69,16 @@ def test_unrelated_photo_gives_a_low_confidence_estimate(priced_catalog):
 
 
 def test_leave_one_out_evaluation_on_the_demo(demo_engine):
-    evaluation = demo_engine.evaluate_price(k=10, limit=120)
-    assert evaluation.items == 120
-    assert 0 <= evaluation.interval_coverage <= 1
+    evaluation = demo_engine.evaluate_price(k=10)
+    priced = [item for item in demo_engine.catalog.items(ItemFilter(has_price=True)) if item.price]
+    assert evaluation.items == len(priced) >= 400
+    # Coverage counted here item by item, each priced from the others.
+    inside = []
+    for item in priced:
+        estimate = demo_engine.estimate_price_by_id(item.id, k=10)
+        assert item.id not in {neighbour.id for neighbour in estimate.neighbours}
+        inside.append(estimate.low <= item.price <= estimate.high)
+    assert evaluation.interval_coverage == pytest.approx(np.mean(inside))
+    assert 0.3 <= evaluation.interval_coverage <= 0.7  # a 25th-75th percentile range holds about half
     assert evaluation.mdape < evaluation.mdape_global_median
+    assert demo_engine.evaluate_price(k=10, limit=120).items == 120

@@ -8,6 +8,7 @@ from PIL import Image
 
 from lookalike.demo import backgrounds, load_cutout, make_phone_photo, on_white
 
+
 @pytest.fixture
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
