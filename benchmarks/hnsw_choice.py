@@ -19,6 +19,7 @@ from common import demo_photo_folder, print_table, write_json
 
 from lookalike.encoders import load_encoder
 from lookalike.encoders.views import query_views
+from lookalike.engine.assess import recall_and_latency
 from lookalike.images import decode_image
 
 M, EF_CONSTRUCTION, EF_SEARCH, K = 16, 200, 64, 10
@@ -92,14 +93,9 @@ def main() -> None:
     rows = []
     for name, runner in (("hnswlib", run_hnswlib), ("faiss IndexHNSWFlat", run_faiss), ("usearch", run_usearch)):
         built, search = runner(data, queries)
-        latencies, found = [], []
-        for query in queries:
-            started = time.perf_counter()
-            found.append(np.asarray(search(query[None])).reshape(-1)[:K])
-            latencies.append((time.perf_counter() - started) * 1000)
-        recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(truth, found)])
-        rows.append({"library": name, "N": len(data), "build s (2 threads)": f"{built:.1f}", "recall@10": f"{recall:.3f}",
-                     "p50 ms": f"{np.percentile(latencies, 50):.3f}", "p99 ms": f"{np.percentile(latencies, 99):.3f}"})
+        measured = recall_and_latency(lambda query, search=search: np.asarray(search(query[None])).reshape(-1)[:K], queries, truth, K)
+        rows.append({"library": name, "N": len(data), "build s (2 threads)": f"{built:.1f}",
+                     "recall@10": f"{measured.recall:.3f}", "p50 ms": f"{measured.p50_ms:.3f}", "p99 ms": f"{measured.p99_ms:.3f}"})
     print(f"{len(real)} real vectors grown to {len(data)}, M={M}, efConstruction={EF_CONSTRUCTION}, efSearch={EF_SEARCH}, "
           "1 query thread\n")
     print_table(rows, list(rows[0]))

@@ -55,16 +55,29 @@ def base_features() -> np.ndarray:
     from lookalike.images import decode_image
 
     encoder = load_encoder()
-    arrays = []
-    for path in sorted((demo_photo_folder() / "photos").rglob("*.jpg")):
-        arrays += [encoder.preprocess(view) for view in query_views(decode_image(path))]
-    if FASHION.exists():
+
+    def model_inputs():
+        """One preprocessed array at a time: ~34k of them as float arrays would need 20 GB."""
+        for path in sorted((demo_photo_folder() / "photos").rglob("*.jpg")):
+            for view in query_views(decode_image(path)):
+                yield encoder.preprocess(view)
+        if not FASHION.exists():
+            print("dataset-fashion-mnist is missing (make setup): base is the demo photos only", file=sys.stderr)
+            return
         with gzip.open(FASHION) as handle:
             pixels = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:20_000]
-        arrays += [encoder.preprocess(Image.fromarray(255 - image).convert("RGB")) for image in pixels]
-    else:
-        print("dataset-fashion-mnist is missing (make setup): base is the demo photos only", file=sys.stderr)
-    features = np.concatenate([encoder.embed_arrays(np.stack(arrays[i : i + 64])) for i in range(0, len(arrays), 64)])
+        for image in pixels:
+            yield encoder.preprocess(Image.fromarray(255 - image).convert("RGB"))
+
+    parts, batch = [], []
+    for array in model_inputs():
+        batch.append(array)
+        if len(batch) == 64:
+            parts.append(encoder.embed_arrays(np.stack(batch)))
+            batch = []
+    if batch:
+        parts.append(encoder.embed_arrays(np.stack(batch)))
+    features = np.concatenate(parts)
     RESULTS.mkdir(parents=True, exist_ok=True)
     np.save(cache, features)
     return features
@@ -116,13 +129,15 @@ def worker(config: str, vectors_path: Path, queries_path: Path, truth_path: Path
     queries, truth = np.load(queries_path), np.load(truth_path)
     before = rss_mb()
     started = time.perf_counter()
-    index = create_index(backend, vectors.shape[1], capacity=len(vectors) + 1024, **options)
-    if hasattr(index, "vector_source"):
-        # Re-ranking reads the full vectors from disk, as the engine reads them from the catalogue store.
-        on_disk = np.load(vectors_path, mmap_mode="r")
-        extra = {len(truth) + 10**9: queries[0]}  # the item added below to time add-then-search
-        index.vector_source = lambda keys: np.stack(
-            [extra[key] if key in extra else np.asarray(on_disk[key], dtype=np.float32) for key in np.asarray(keys).tolist()])
+    # A backend that re-ranks reads the full vectors from disk, as the engine reads them from the catalogue store.
+    on_disk = np.load(vectors_path, mmap_mode="r")
+    extra = {len(truth) + 10**9: queries[0]}  # the item added below to time add-then-search
+
+    def stored_vectors(keys) -> np.ndarray:
+        return np.stack([extra[key] if key in extra else np.asarray(on_disk[key], dtype=np.float32)
+                         for key in np.asarray(keys).tolist()])
+
+    index = create_index(backend, vectors.shape[1], capacity=len(vectors) + 1024, vector_source=stored_vectors, **options)
     for start in range(0, len(vectors), 50_000):
         index.add(np.arange(start, min(start + 50_000, len(vectors))), np.array(vectors[start : start + 50_000]))
     if backend == "annoy":
@@ -158,14 +173,10 @@ def worker(config: str, vectors_path: Path, queries_path: Path, truth_path: Path
 def search_figures(index, backend: str, queries: np.ndarray, truth: np.ndarray, single_queries: int) -> dict:
     from threadpoolctl import threadpool_limits
 
+    from lookalike.engine.assess import recall_and_latency
+
     with threadpool_limits(1):
-        latencies, found = [], []
-        for query in queries[:single_queries]:
-            started = time.perf_counter()
-            keys, _ = index.search(query[None], K)
-            latencies.append((time.perf_counter() - started) * 1000)
-            found.append(keys[0])
-    recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(found, truth)]))
+        single = recall_and_latency(lambda query: index.search(query[None], K)[0][0], queries[:single_queries], truth, K)
     batch = queries[: max(single_queries, 200)]
     started = time.perf_counter()
     if backend == "exact":
@@ -174,8 +185,8 @@ def search_figures(index, backend: str, queries: np.ndarray, truth: np.ndarray, 
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda chunk: index.search(chunk, K), np.array_split(batch, 2)))
     qps = len(batch) / (time.perf_counter() - started)
-    return {"recall@10": round(recall, 3), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 3), "qps_2_threads": round(qps, 1)}
+    return {"recall@10": round(single.recall, 3), "p50_ms": round(single.p50_ms, 3), "p99_ms": round(single.p99_ms, 3),
+            "qps_2_threads": round(qps, 1)}
 
 
 def filter_crossover(index, queries: np.ndarray) -> list[dict]:

@@ -18,6 +18,7 @@ import numpy as np
 from common import print_table, write_json
 from index_bench import base_features
 
+from lookalike.engine.assess import recall_and_latency
 from lookalike.index import ExactIndex, create_index
 
 
@@ -33,17 +34,12 @@ def measure(backend: str, vectors: np.ndarray, queries: np.ndarray, truth: np.nd
     for start in range(0, len(vectors), 5000):
         index.add(np.arange(start, min(start + 5000, len(vectors))), vectors[start : start + 5000])
     build = time.perf_counter() - started
-    latencies, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        keys, _ = index.search(query[None], 10)
-        latencies.append((time.perf_counter() - started) * 1000)
-        found.append(keys[0])
+    measured = recall_and_latency(lambda query: index.search(query[None], 10)[0][0], queries, truth, 10)
     index.save(os.path.join(scratch, "saved"))
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    index.close()
     return {"backend": "milvus (Milvus Lite 3.2, embedded)" if backend == "milvus" else backend, "items": len(vectors),
-            "build s": f"{build:.1f}", "recall@10": f"{recall:.3f}", "p50 ms": f"{np.percentile(latencies, 50):.2f}",
-            "p99 ms": f"{np.percentile(latencies, 99):.2f}", "disk MB": f"{folder_size(scratch):.0f}"}
+            "build s": f"{build:.1f}", "recall@10": f"{measured.recall:.3f}", "p50 ms": f"{measured.p50_ms:.2f}",
+            "p99 ms": f"{measured.p99_ms:.2f}", "disk MB": f"{folder_size(scratch):.0f}"}
 
 
 def main() -> None:
