@@ -46,6 +46,9 @@ class Settings:
     index: str = "auto"
     index_options: Mapping[str, object] = field(default_factory=dict)
     query_mode: str = "crops"
+    #: Photos a lot may have, and photos one query (one new item) may have.
+    max_photos_per_lot: int = 50
+    max_query_photos: int = 10
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     #: With ``index="milvus"``: a server URI (http://host:19530) or a Milvus Lite file; None = milvus.db in the catalogue.

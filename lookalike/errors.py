@@ -18,6 +18,7 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"  # over a byte limit
     NOT_FOUND = "not_found"
     EXISTS = "exists"
+    CONFLICT = "conflict"  # the catalogue's state forbids it (the last photo of a lot)
     UNAUTHORIZED = "unauthorized"  # no valid credentials
     FORBIDDEN = "forbidden"  # the operation is switched off
     UNAVAILABLE = "unavailable"  # a store, index server or model cannot be reached right now

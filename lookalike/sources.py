@@ -11,13 +11,21 @@ from pathlib import Path
 from lookalike.store import Item
 from lookalike.text import one_line
 
-KNOWN_COLUMNS = ("id", "image", "title", "category", "price", "currency", "sold_at")
+KNOWN_COLUMNS = ("id", "image", "images", "title", "category", "price", "currency", "sold_at")
+#: Separates a lot's photos in a metadata file's image column (as it separates ids in a queries file).
+PHOTO_SEPARATOR = "|"
 
 
 @dataclass
 class SourceEntry:
+    """A lot and its photo files, the main one first."""
+
     item: Item
-    path: Path
+    paths: list[Path]
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
 
 @dataclass
@@ -53,21 +61,46 @@ def walk_folder(root: Path) -> tuple[list[Path], list[Problem]]:
     return files, problems
 
 
-def entries_from_folder(root: Path) -> tuple[list[SourceEntry], list[Problem]]:
+def entries_from_folder(root: Path, lot_per_folder: bool = False) -> tuple[list[SourceEntry], list[Problem]]:
+    """One lot per file (id: its path below ``root``, category: its folder), or with ``lot_per_folder`` one
+    lot per folder that holds files (id: the folder's path below ``root``, category: its parent folder; photos
+    in name order)."""
     root = Path(root)
     if root.is_file():
-        return [SourceEntry(Item(id=root.name, title=root.stem), root.resolve())], []
+        return [SourceEntry(Item(id=root.name, title=root.stem), [root.resolve()])], []
     if not root.is_dir():
         return [], [Problem(str(root), "no such file or folder")]
     files, problems = walk_folder(root)
+    if lot_per_folder:
+        folders: dict[Path, list[Path]] = {}
+        for path in files:
+            folders.setdefault(path.parent, []).append(path.absolute())
+        entries = []
+        for folder, paths in folders.items():
+            relative = folder.relative_to(root).as_posix()
+            lot_id = root.resolve().name if relative == "." else relative
+            parent = folder.parent.relative_to(root).as_posix() if folder != root else "."
+            entries.append(SourceEntry(Item(id=lot_id, title=folder.name, category=None if parent == "." else parent), paths))
+        return entries, problems
     entries = []
     for path in files:
         relative = path.relative_to(root).as_posix()
         category = path.parent.relative_to(root).as_posix()
         entries.append(
-            SourceEntry(Item(id=relative, title=path.stem, category=None if category == "." else category), path.absolute())
+            SourceEntry(Item(id=relative, title=path.stem, category=None if category == "." else category), [path.absolute()])
         )
     return entries, problems
+
+
+def _image_list(row: dict) -> list[str]:
+    """A row's photos: a JSON ``images`` list, or the ``image`` column with paths separated by |."""
+    images = row.get("images")
+    if isinstance(images, list):
+        return [str(image).strip() for image in images if str(image).strip()]
+    image = row.get("image")
+    if isinstance(image, list):
+        return [str(part).strip() for part in image if str(part).strip()]
+    return [part.strip() for part in str(image or "").split(PHOTO_SEPARATOR) if part.strip()]
 
 
 def _parse_price(raw) -> float | None:
@@ -107,11 +140,11 @@ def entries_from_metadata(metadata: Path) -> tuple[list[SourceEntry], list[Probl
         if "__error__" in row:
             problems.append(Problem(where, row["__error__"]))
             continue
-        image = (row.get("image") or "").strip() if isinstance(row.get("image"), str) else row.get("image")
-        if not image:
+        images = _image_list(row)
+        if not images:
             problems.append(Problem(where, "no image column value"))
             continue
-        path = (metadata.parent / image).absolute()
+        paths = [(metadata.parent / image).absolute() for image in images]
         try:
             price = _parse_price(row.get("price"))
         except ValueError:
@@ -119,7 +152,7 @@ def entries_from_metadata(metadata: Path) -> tuple[list[SourceEntry], list[Probl
             continue
         extra = {key: value for key, value in row.items() if key not in KNOWN_COLUMNS and key is not None and value not in (None, "")}
         item = Item(
-            id=str(row.get("id") or image).strip(),
+            id=str(row.get("id") or images[0]).strip(),
             title=(row.get("title") or None),
             category=(row.get("category") or None),
             price=price,
@@ -127,5 +160,5 @@ def entries_from_metadata(metadata: Path) -> tuple[list[SourceEntry], list[Probl
             sold_at=(str(row["sold_at"]) if row.get("sold_at") else None),
             extra=extra,
         )
-        entries.append(SourceEntry(item, path))
+        entries.append(SourceEntry(item, paths))
     return entries, problems

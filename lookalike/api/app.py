@@ -10,15 +10,15 @@ from __future__ import annotations
 import hmac
 import json
 import mimetypes
+import pathlib
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -49,12 +49,12 @@ from lookalike.engine import Engine, ErrorKind, LookalikeError, SearchResult
 from lookalike.images.fetch import FetchPolicy, fetch_image_bytes
 from lookalike.store import Item, ItemFilter
 
-WEB_FOLDER = Path(__file__).resolve().parents[1] / "web" / "static"
+WEB_FOLDER = pathlib.Path(__file__).resolve().parents[1] / "web" / "static"
 MAX_K = 200
 MAX_PAGE = 1_000_000
 STATUS_BY_KIND = {
     ErrorKind.BAD_INPUT: 400, ErrorKind.INVALID: 422, ErrorKind.UNSUPPORTED_MEDIA: 415, ErrorKind.TOO_LARGE: 413,
-    ErrorKind.NOT_FOUND: 404, ErrorKind.EXISTS: 409, ErrorKind.UNAUTHORIZED: 401, ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404, ErrorKind.EXISTS: 409, ErrorKind.CONFLICT: 409, ErrorKind.UNAUTHORIZED: 401, ErrorKind.FORBIDDEN: 403,
     ErrorKind.UNAVAILABLE: 503,
 }
 #: Headers HTTP requires (or strongly expects) with some statuses.
@@ -66,10 +66,10 @@ IMAGE_RESPONSE = {200: {"description": "The photo", "content": {
 
 
 class ItemIdConvertor(PathConvertor):
-    """An item id in a path: any characters, slashes too, but not ending in /image, which names the
-    item's photo; so /api/items/{id} and /api/items/{id}/image never claim each other's requests."""
+    """An item id in a path: any characters, slashes too, but not ending in /image, /photos or /photos/N,
+    which name the item's photos; so /api/items/{id} and its photo routes never claim each other's requests."""
 
-    regex = r"(?!.*/image$).+"
+    regex = r"(?!.*/(image|photos|photos/[0-9]+)$).+"
 
 
 register_url_convertor("item_id", ItemIdConvertor())
@@ -95,19 +95,21 @@ bearer = HTTPBearer(auto_error=False, description="The token the server was star
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def item_urls(item_id: str) -> dict:
+def item_urls(item_id: str, photo: int = 0) -> dict:
     base = f"/api/items/{quote(item_id, safe='/')}"
-    return {"url": base, "thumb_url": f"{base}/image?size=thumb", "image_url": f"{base}/image?size=full"}
+    return {"url": base, "thumb_url": f"{base}/photos/{photo}?size=thumb", "image_url": f"{base}/photos/{photo}?size=full"}
 
 
 def item_body(item: Item) -> dict:
-    return {**item.public_dict(), **item_urls(item.id)}
+    photos = [{"index": index, **{name: url for name, url in item_urls(item.id, index).items() if name != "url"}}
+              for index in range(len(item.photos))]
+    return {**item.public_dict(), **item_urls(item.id), "photo_count": len(item.photos), "photos": photos}
 
 
 def search_body(result: SearchResult) -> dict:
     body = result.to_dict()
     for hit in body["results"]:
-        hit.update(item_urls(hit["id"]))
+        hit.update(item_urls(hit["id"], hit["matched_photo"]))
     return body
 
 
@@ -196,6 +198,11 @@ def create_app(engine: Engine) -> BodySizeLimit:
             raise LookalikeError("the uploaded file is empty", ErrorKind.INVALID)
         return data
 
+    async def uploads(files: list[UploadFile], limit: int) -> list[bytes]:
+        if len(files) > limit:
+            raise LookalikeError(f"{len(files)} photos, over the limit of {limit}", ErrorKind.INVALID)
+        return [await upload_bytes(upload) for upload in files]
+
     async def answer(search, *args) -> dict:
         result = await run_in_threadpool(search, *args)
         if result.embed_ms:
@@ -204,10 +211,13 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
               dependencies=[Depends(multipart_only)],
-              summary="Similar items and a price estimate for a photo")
-    async def search_photo(image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, HEIC, ...")],
+              summary="Similar lots and a price estimate for a photo, or for several photos of one new item")
+    async def search_photo(image: Annotated[list[UploadFile], File(
+                               description="The photo (JPEG, PNG, WebP, HEIC, ...); several `image` parts are several "
+                                           "photos of one new item, searched together")],
                            params: Params):
-        return await answer(engine.search, await upload_bytes(image), params.k, params.filter, True)
+        photos = await uploads(image, settings.max_query_photos)
+        return await answer(engine.search, photos, params.k, params.filter, True)
 
     @app.post("/api/search/item", response_model=SearchResponse, tags=["search"], responses=errors(400, 404, 422),
               summary="More like this: items similar to one already in the catalogue")
@@ -243,14 +253,37 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return [{"category": category, "items": count}
                 for category, count in await run_in_threadpool(engine.categories) if category]
 
-    @app.get("/api/items/{item_id:path}/image", tags=["catalogue"], response_class=FileResponse,
-             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
-             summary="An item's photo: a cached JPEG thumbnail or the original")
-    async def item_image(item_id: str, size: Literal["thumb", "full"] = "thumb"):
-        path = await run_in_threadpool(engine.photo_file, item_id, size)
+    async def photo_response(item_id: str, size: str, position: int) -> FileResponse:
+        path = await run_in_threadpool(engine.photo_file, item_id, size, position)
         guessed = mimetypes.guess_type(path.name)[0] or ""
         media_type = "image/jpeg" if size == "thumb" else guessed if guessed.startswith("image/") else "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/api/items/{item_id:path}/image", tags=["catalogue"], response_class=FileResponse,
+             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
+             summary="An item's main photo: a cached JPEG thumbnail or the original")
+    async def item_image(item_id: str, size: Literal["thumb", "full"] = "thumb"):
+        return await photo_response(item_id, size, 0)
+
+    @app.get("/api/items/{item_id:path}/photos/{index}", tags=["catalogue"], response_class=FileResponse,
+             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
+             summary="One of a lot's photos (0 is the main one): a cached JPEG thumbnail or the original")
+    async def item_photo(item_id: str, index: Annotated[int, Path(ge=0, le=10_000)], size: Literal["thumb", "full"] = "thumb"):
+        return await photo_response(item_id, size, index)
+
+    @app.post("/api/items/{item_id:path}/photos", response_model=ItemOut, tags=["catalogue"],
+              dependencies=[Depends(require_token), Depends(multipart_only)],
+              responses=errors(400, 401, 403, 404, 409, 413, 415, 422),
+              summary="Add photos to a lot, after the ones it has (bearer token)")
+    async def add_photos(item_id: str, image: Annotated[list[UploadFile], File(description="One or more photos")]):
+        photos = await uploads(image, settings.max_photos_per_lot)
+        return item_body(await run_in_threadpool(engine.add_photos, item_id, photos))
+
+    @app.delete("/api/items/{item_id:path}/photos/{index}", response_model=ItemOut, tags=["catalogue"],
+                dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 409, 422),
+                summary="Remove one photo of a lot, with its vectors (bearer token)")
+    async def remove_photo(item_id: str, index: Annotated[int, Path(ge=0, le=10_000)]):
+        return item_body(await run_in_threadpool(engine.remove_photo, item_id, index))
 
     @app.get("/api/items/{item_id:item_id}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422),
              summary="One item")
@@ -260,9 +293,9 @@ def create_app(engine: Engine) -> BodySizeLimit:
     @app.post("/api/items", status_code=201, response_model=ItemOut, tags=["catalogue"],
               dependencies=[Depends(require_token), Depends(multipart_only)],
               responses=errors(400, 401, 403, 409, 413, 415, 422),
-              summary="Add an item with its photo (bearer token)")
+              summary="Add a lot with its photos (bearer token)")
     async def add_item(
-        image: Annotated[UploadFile, File(description="The item's photo")],
+        image: Annotated[list[UploadFile], File(description="The lot's photos, the main one first")],
         id: Annotated[str | None, Form(pattern=ITEM_ID_PATTERN, description="Unique id; a random one if left out")] = None,
         title: Annotated[str | None, Form(max_length=2000)] = None,
         category: Annotated[str | None, Form(max_length=512)] = None,
@@ -273,8 +306,9 @@ def create_app(engine: Engine) -> BodySizeLimit:
     ):
         item = Item(id=(id or "").strip() or uuid.uuid4().hex, title=_clean(title), category=_clean(category), price=price,
                     currency=_clean(currency), sold_at=_clean(sold_at), extra=_json_object(extra))
-        added = await run_in_threadpool(engine.add_item, item, await upload_bytes(image), False)
-        return item_body(added)
+        photos = await uploads(image, settings.max_photos_per_lot)
+        added = await run_in_threadpool(engine.add_item, item, photos, False)
+        return item_body(await run_in_threadpool(engine.get_item, added.id))
 
     @app.delete("/api/items/{item_id:item_id}", response_model=Removed, tags=["catalogue"],
                 dependencies=[Depends(require_token)], responses=errors(401, 403, 404, 422),
@@ -296,6 +330,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
     async def page():
         return FileResponse(WEB_FOLDER / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _describe_files_for_swagger_ui(app)
     _serve_docs_offline(app)
     app.mount("/static", StaticFiles(directory=WEB_FOLDER), name="static")
     return BodySizeLimit(app, settings.max_upload_bytes)
@@ -311,12 +346,35 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
+def _describe_files_for_swagger_ui(app: FastAPI) -> None:
+    """Add ``format: binary`` beside OpenAPI 3.1's ``contentMediaType`` on uploaded files: Swagger UI shows a
+    file picker for a list of files only then (and generators that predate 3.1 read it too)."""
+    generate = app.openapi
+
+    def mark(node) -> None:
+        if isinstance(node, dict):
+            if node.get("contentMediaType") == "application/octet-stream" and node.get("type") == "string":
+                node["format"] = "binary"
+            for value in node.values():
+                mark(value)
+        elif isinstance(node, list):
+            for value in node:
+                mark(value)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            mark(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def _serve_docs_offline(app: FastAPI) -> None:
     """/docs with the Swagger UI (5.x, which reads OpenAPI 3.1) that the fastapi-offline package ships:
     FastAPI's default loads it from a CDN, which a server without internet cannot reach."""
     import fastapi_offline
 
-    assets = Path(fastapi_offline.__file__).parent / "static"
+    assets = pathlib.Path(fastapi_offline.__file__).parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)

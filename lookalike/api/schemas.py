@@ -21,6 +21,12 @@ class ItemLinks(BaseModel):
     image_url: str = Field(description="The original photo")
 
 
+class PhotoOut(BaseModel):
+    index: int = Field(description="Position in the lot; 0 is its main photo")
+    thumb_url: str
+    image_url: str
+
+
 class ItemOut(ItemLinks):
     id: str
     title: str | None = None
@@ -29,6 +35,8 @@ class ItemOut(ItemLinks):
     currency: str | None = None
     sold_at: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other fields: maker, period, material, ...")
+    photo_count: int = 1
+    photos: list[PhotoOut] = Field(default_factory=list, description="The lot's photos, the main one first")
 
 
 class Hit(ItemLinks):
@@ -39,6 +47,9 @@ class Hit(ItemLinks):
     price: float | None = None
     currency: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    matched_photo: int = Field(0, description="Which of the lot's photos matched best (thumb_url shows it)")
+    photo_count: int = 1
+    matched_query: int | None = Field(None, description="For several query photos: which of them matched best")
 
 
 class PricedNeighbour(BaseModel):

@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="add photos (folders are walked) and/or a metadata file to the catalogue")
     index.add_argument("sources", nargs="*", help="image files or folders")
-    index.add_argument("--metadata", help="CSV or JSONL with columns id,image,title,category,price,currency,sold_at,...")
+    index.add_argument("--metadata", help="CSV or JSONL with columns id,image,title,category,price,currency,sold_at,...; "
+                       "image may list a lot's photos separated by | (JSONL: \"images\": [...])")
+    index.add_argument("--lot-per-folder", action="store_true",
+                       help="each folder of photos is one lot (id: the folder's path), its photos the lot's photos")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="embed in parallel Ray Data actors: on this machine, or on a cluster (auto, ray://host:10001)")
@@ -60,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="only items whose extra field equals VALUE (repeatable)")
 
     search = commands.add_parser("search", help="find the catalogue items most similar to photos or to an item")
-    search.add_argument("images", nargs="*", help="query photos")
+    search.add_argument("images", nargs="*", help="query photos (each its own query, unless --together)")
+    search.add_argument("--together", action="store_true",
+                        help="the photos show one new item: one query, lots matching all of them first")
     search.add_argument("--id", dest="item_id", help="search by an item already in the catalogue (more like this)")
     search.add_argument("--text", help='search by a description, e.g. "red armchair" (needs a CLIP model, --model hf:...)')
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
@@ -68,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     add_filters(search)
 
     estimate = commands.add_parser("estimate", help="estimate what the item in a photo will fetch")
-    estimate.add_argument("image", nargs="?", help="photo of the item")
+    estimate.add_argument("image", nargs="*", help="photos of the item (all of one item)")
     estimate.add_argument("--id", dest="item_id", help="estimate for an item already in the catalogue (itself left out)")
     estimate.add_argument("-k", type=int, default=10, help="number of similar sold items to use (default 10)")
     estimate.add_argument("--json", action="store_true")
@@ -161,10 +166,13 @@ def _print_result(result: SearchResult) -> None:
         print("  no matching items")
         return
     width = min(48, max(len(hit.id) for hit in result.hits))
-    print(f"  {'#':>2}  {'score':>5}  {'id':<{width}}  {'title':<28}  {'category':<14}  price")
+    print(f"  {'#':>2}  {'score':>5}  {'id':<{width}}  {'title':<28}  {'category':<14}  {'price':>10}  photo")
     for rank, hit in enumerate(result.hits, 1):
+        matched = f"{hit.matched_photo + 1} of {hit.photo_count}" if hit.photo_count > 1 else ""
+        if hit.matched_query is not None:
+            matched += f" (query photo {hit.matched_query + 1})"
         print(f"  {rank:>2}  {hit.score:5.3f}  {hit.id[:width]:<{width}}  {(hit.title or '')[:28]:<28}  "
-              f"{(hit.category or '')[:14]:<14}  {_money(hit.price, hit.currency)}")
+              f"{(hit.category or '')[:14]:<14}  {_money(hit.price, hit.currency):>10}  {matched}".rstrip())
 
 
 def _print_estimate(estimate: PriceEstimate) -> None:
@@ -184,7 +192,8 @@ def _cmd_index(engine: Engine, args: argparse.Namespace) -> int:
         raise CliError("give at least one image folder or file, or --metadata FILE")
     on_total, on_progress, close = _progress(args.quiet, "embedding")
     try:
-        report = engine.index_sources(args.sources, args.metadata, on_total, on_progress, ray=args.ray)
+        report = engine.index_sources(args.sources, args.metadata, on_total, on_progress, ray=args.ray,
+                                      lot_per_folder=args.lot_per_folder)
     finally:
         close()
     _print_report(report)
@@ -201,12 +210,12 @@ def _cmd_search(engine: Engine, args: argparse.Namespace) -> int:
         results.append(engine.search_by_id(args.item_id, args.k, item_filter))
     if args.text:
         results.append(engine.search_text(args.text, args.k, item_filter))
-    for image in args.images:
+    for query in [args.images] if args.together else args.images:
         try:
-            results.append(engine.search(image, args.k, item_filter))
+            results.append(engine.search(query, args.k, item_filter))
         except ImageDecodeError as error:
             failures += 1
-            print(one_line(f"lookalike: error: {image}: {error}"), file=sys.stderr)
+            print(one_line(f"lookalike: error: {query}: {error}"), file=sys.stderr)
     for result in results:
         if args.json:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -217,7 +226,7 @@ def _cmd_search(engine: Engine, args: argparse.Namespace) -> int:
 
 def _cmd_estimate(engine: Engine, args: argparse.Namespace) -> int:
     if bool(args.image) == bool(args.item_id):
-        raise CliError("give one photo or --id ITEM")
+        raise CliError("give the photos of one item, or --id ITEM")
     if args.item_id:
         estimate = engine.estimate_price_by_id(args.item_id, args.k)
     else:

@@ -85,10 +85,10 @@ def evaluate_retrieval(engine: Engine, queries_csv: str | os.PathLike, k: int = 
     outcomes = []
     for query in queries:
         try:
-            ranked = [hit.id for hit in engine.search(query.image, k, item_filter).hits]
-            outcomes.append(QueryOutcome(str(query.image), query.relevant, ranked))
+            ranked = [hit.id for hit in engine.search(query.images, k, item_filter).hits]
+            outcomes.append(QueryOutcome(query.describe(), query.relevant, ranked))
         except (ImageDecodeError, OSError) as error:
-            outcomes.append(QueryOutcome(str(query.image), query.relevant, [], f"line {query.line}: {error}"))
+            outcomes.append(QueryOutcome(query.describe(), query.relevant, [], f"line {query.line}: {error}"))
         if on_progress:
             on_progress(1)
     wanted = {item_id for query in queries for item_id in query.relevant}

@@ -1,7 +1,8 @@
 """Retrieval quality on the user's own catalogue: recall@k, mAP@k, MRR.
 
-A queries file is a CSV with the columns ``query_image`` and ``relevant_ids``
-(item ids separated by ``|``); image paths are relative to the CSV's folder.
+A queries file is a CSV with the columns ``query_image`` (one photo, or several
+photos of one new item separated by ``|``: one query) and ``relevant_ids`` (item
+ids separated by ``|``); image paths are relative to the CSV's folder.
 
 Definitions (the conventions of Stanford Online Products and of most image
 retrieval papers):
@@ -33,9 +34,16 @@ class QueriesFileError(LookalikeError, ValueError):
 
 @dataclass
 class EvaluationQuery:
-    image: Path
+    images: list[Path]  # one new item's photos: one query
     relevant: list[str]
     line: int
+
+    @property
+    def image(self) -> Path:
+        return self.images[0]
+
+    def describe(self) -> str:
+        return "|".join(str(image) for image in self.images)
 
 
 @dataclass
@@ -92,11 +100,11 @@ def read_queries_csv(path: str | Path) -> list[EvaluationQuery]:
     if missing:
         raise QueriesFileError(f"{path}: needs the columns query_image and relevant_ids (missing {', '.join(sorted(missing))})")
     for row in reader:
-        image = (row.get("query_image") or "").strip()
+        images = [image.strip() for image in (row.get("query_image") or "").split("|") if image.strip()]
         relevant = [item_id.strip() for item_id in (row.get("relevant_ids") or "").split("|") if item_id.strip()]
-        if not image or not relevant:
+        if not images or not relevant:
             raise QueriesFileError(f"{path}, line {reader.line_num}: a query needs an image and at least one relevant id")
-        queries.append(EvaluationQuery((path.parent / image), relevant, reader.line_num))
+        queries.append(EvaluationQuery([path.parent / image for image in images], relevant, reader.line_num))
     if not queries:
         raise QueriesFileError(f"{path}: no queries")
     return queries

@@ -21,7 +21,7 @@ from lookalike.config import Settings
 from lookalike.errors import LookalikeError
 from lookalike.index import VectorIndex, choose_backend, create_index, load_index
 from lookalike.index.base import read_meta
-from lookalike.store import Catalog, Item, ItemFilter
+from lookalike.store import Catalog, Item, ItemFilter, LotChange
 
 INDEX_FOLDER = "index"
 
@@ -84,27 +84,41 @@ class LiveIndex:
         self.flush()
         return index
 
-    def _add(self, index: VectorIndex, keys, vectors: np.ndarray, items: Sequence[Item | None] | None = None) -> None:
-        if not index.native_filters:
-            index.add(keys, vectors)
+    def _fields(self, photo_keys, items: Sequence[Item] | None = None) -> list[dict]:
+        """Category and price of each photo's lot, for a backend that filters natively."""
+        owners = self.catalog.photo_owners(photo_keys)
+        by_key = {item.key: item for item in items} if items else self.catalog.get_many(
+            {owner[0] for owner in owners.values()})
+        fields = []
+        for key in np.asarray(photo_keys).tolist():
+            item = by_key.get(owners.get(key, (None, 0))[0])
+            fields.append({"category": item.category if item else None, "price": item.price if item else None})
+        return fields
+
+    def _add(self, index: VectorIndex, keys, vectors: np.ndarray, items: Sequence[Item] | None = None) -> None:
+        if len(keys) == 0:
             return
-        if items is None:
-            found = self.catalog.get_many(np.asarray(keys).tolist())
-            items = [found.get(int(key)) for key in keys]
-        index.add(keys, vectors, [{"category": item.category if item else None, "price": item.price if item else None}
-                                  for item in items])
+        index.add(keys, vectors, self._fields(keys, items) if index.native_filters else None)
 
-    # -- changes ----------------------------------------------------------------------------
-    def add(self, keys, vectors: np.ndarray, items: Sequence[Item] | None = None) -> None:
+    # -- changes (keys are photo keys) --------------------------------------------------------
+    def apply(self, changes: Sequence[LotChange], items: Sequence[Item]) -> None:
+        """Photos added to and removed from lots by a catalogue write."""
         with self.lock:
-            self._add(self.index, np.asarray(keys, np.int64), vectors, items)
-            self._dirty = True
+            index = self.index
+            removed = [key for change in changes for key in change.removed]
+            if removed:
+                index.remove(np.asarray(removed, np.int64))
+            added = [pair for change in changes for pair in change.added]
+            if added:
+                self._add(index, np.asarray([key for key, _ in added], np.int64), np.stack([vector for _, vector in added]),
+                          items)
+            self._dirty = self._dirty or bool(removed or added)
 
-    def update_fields(self, keys, items: Sequence[Item]) -> None:
+    def update_fields(self, items: Sequence[Item]) -> None:
         """Metadata changed without new vectors: only a backend that keeps its own copy of fields cares."""
         with self.lock:
             if self.index.native_filters:
-                keys = np.asarray(keys, np.int64)
+                keys = np.asarray([photo.key for item in items for photo in item.photos], np.int64)
                 self._add(self.index, keys, self.catalog.vectors_for(keys, self._model_id()), items)
                 self._dirty = True
 
@@ -115,12 +129,12 @@ class LiveIndex:
 
     def search(self, vectors: np.ndarray, k: int, item_filter: ItemFilter,
                exclude_keys: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """Call with ``lock`` held when the caller reads metadata for the keys returned."""
+        """Photo keys and scores. Call with ``lock`` held when the caller reads metadata for the keys returned."""
         with self.lock:
             index = self.index
             if index.native_filters and not item_filter.fields:
                 return index.search(vectors, k, conditions=item_filter, exclude_keys=exclude_keys)
-            allowed = None if item_filter.is_empty() else self.catalog.keys_matching(item_filter)
+            allowed = None if item_filter.is_empty() else self.catalog.photo_keys_matching(item_filter)
             return index.search(vectors, k, allowed, exclude_keys=exclude_keys)
 
     def reset(self) -> None:

@@ -17,10 +17,19 @@ class SearchHit:
     currency: str | None
     image_path: str | None
     extra: dict
+    #: Which of the lot's photos matched best (0 = its main photo), and how many it has.
+    matched_photo: int = 0
+    photo_count: int = 1
+    #: For a query of several photos: which of them matched this lot best.
+    matched_query: int | None = None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": round(self.score, 4), "title": self.title, "category": self.category,
-                "price": self.price, "currency": self.currency, "image_path": self.image_path, "extra": self.extra}
+        body = {"id": self.id, "score": round(self.score, 4), "title": self.title, "category": self.category,
+                "price": self.price, "currency": self.currency, "image_path": self.image_path, "extra": self.extra,
+                "matched_photo": self.matched_photo, "photo_count": self.photo_count}
+        if self.matched_query is not None:
+            body["matched_query"] = self.matched_query
+        return body
 
 
 @dataclass

@@ -6,7 +6,9 @@ from lookalike.store.catalog import (
     CatalogError,
     Item,
     ItemFilter,
+    LotChange,
     ModelMismatchError,
+    Photo,
 )
 
-__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "ModelMismatchError"]
+__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "LotChange", "ModelMismatchError", "Photo"]

@@ -1,4 +1,8 @@
-"""The catalogue: items, their metadata and their vectors in one SQLite file.
+"""The catalogue: lots (items), their metadata, their photos and the photos' vectors in one SQLite file.
+
+An item (a lot) has 1..N photos in order, the first its main photo; each photo
+has a vector per model. The vector index is keyed by photo, searches group
+photos back into lots.
 
 SQLite in WAL mode with synchronous=FULL: a write is durable once its
 transaction commits, and a crash at any moment leaves the last committed
@@ -52,6 +56,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX vectors_model ON vectors(model_id);
     """,
+    # 2: photos. Each item's one photo becomes photo 0 with the item's key as its own, so the vectors (and a
+    # saved index, keyed the same) carry over without re-embedding.
+    """
+    CREATE TABLE photos (
+        key INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_key INTEGER NOT NULL REFERENCES items(key) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        path TEXT,
+        source_size INTEGER,
+        source_mtime_ns INTEGER
+    );
+    CREATE INDEX photos_item ON photos(item_key, position);
+    CREATE INDEX photos_path ON photos(path);
+    INSERT INTO photos(key, item_key, position, path, source_size, source_mtime_ns)
+        SELECT key, key, 0, image_path, source_size, source_mtime_ns FROM items;
+    CREATE TABLE photo_vectors (
+        photo_key INTEGER NOT NULL REFERENCES photos(key) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (photo_key, model_id)
+    );
+    INSERT INTO photo_vectors(photo_key, model_id, vector) SELECT key, model_id, vector FROM vectors;
+    DROP TABLE vectors;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -62,6 +90,17 @@ class CatalogError(LookalikeError):
 
 class ModelMismatchError(CatalogError):
     pass
+
+
+@dataclass
+class Photo:
+    """One photo of a lot: where it is, the file state it was embedded from, and its key in the index."""
+
+    path: str | None
+    source_size: int | None = None
+    source_mtime_ns: int | None = None
+    key: int | None = None
+    position: int = 0
 
 
 @dataclass
@@ -77,12 +116,23 @@ class Item:
     source_size: int | None = None
     source_mtime_ns: int | None = None
     key: int | None = None
+    #: The lot's photos in order, the main one first (filled when read from the catalogue).
+    photos: list[Photo] = field(default_factory=list)
 
     def public_dict(self) -> dict:
         return {
             "id": self.id, "title": self.title, "category": self.category, "price": self.price,
             "currency": self.currency, "sold_at": self.sold_at, "image_path": self.image_path, "extra": self.extra,
         }
+
+
+@dataclass
+class LotChange:
+    """What a write did to one lot's photos: those added with their vectors, and the keys removed."""
+
+    item_key: int
+    added: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -218,15 +268,23 @@ class Catalog:
             )
 
     # -- writes -----------------------------------------------------------------
-    def upsert(self, items: Iterable[tuple[Item, np.ndarray | None]], model_id: str) -> list[int]:
-        """Insert or update items and (if given) their vectors, in one transaction."""
+    def write_lots(self, lots: Iterable[tuple[Item, list[tuple[Photo, np.ndarray | None]] | None]],
+                   model_id: str) -> list[LotChange]:
+        """Insert or update lots and their photos in one transaction.
+
+        For each lot, ``photos`` is its whole new photo list in order, each with a vector when it was (re)embedded
+        or None to keep the stored photo of the same path, size and modification time; stored photos not in the
+        list are removed with their vectors. ``photos=None`` changes the metadata only."""
         self.check_model(model_id)
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        keys = []
+        changes = []
         with self.transaction() as db:
             if self.get_meta("model_id") is None or self.count_vectors(self.get_meta("model_id")) == 0:
                 self._set_meta(db, "model_id", model_id)
-            for item, vector in items:
+            for item, photos in lots:
+                if photos is not None:
+                    main = photos[0][0] if photos else Photo(None)
+                    item.image_path, item.source_size, item.source_mtime_ns = main.path, main.source_size, main.source_mtime_ns
                 row = db.execute(
                     """INSERT INTO items(id, image_path, title, category, price, currency, sold_at, extra,
                                          source_size, source_mtime_ns, added_at)
@@ -241,35 +299,74 @@ class Catalog:
                      item.source_mtime_ns, now),
                 ).fetchone()
                 item.key = row[0]
-                keys.append(row[0])
-                if vector is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO vectors(key, model_id, vector) VALUES(?,?,?)",
-                        (row[0], model_id, np.asarray(vector, dtype=np.float32).tobytes()),
-                    )
+                change = LotChange(item.key)
+                if photos is not None:
+                    self._replace_photos(db, item, photos, model_id, change)
+                changes.append(change)
             self._bump(db)
-        return keys
+        return changes
+
+    def _replace_photos(self, db: sqlite3.Connection, item: Item, photos: list[tuple[Photo, np.ndarray | None]],
+                        model_id: str, change: LotChange) -> None:
+        rows = db.execute("SELECT key, path, source_size, source_mtime_ns FROM photos WHERE item_key = ?", (item.key,)).fetchall()
+        stored = {(row[1], row[2], row[3]): row[0] for row in rows}
+        by_path = {row[1]: row[0] for row in rows}
+        kept = set()
+        item.photos = []
+        for position, (photo, vector) in enumerate(photos):
+            same = stored.get((photo.path, photo.source_size, photo.source_mtime_ns))
+            if vector is None and same is not None and same not in kept:
+                db.execute("UPDATE photos SET position = ? WHERE key = ?", (position, same))
+                photo.key = same
+            elif vector is not None and by_path.get(photo.path) not in (None, *kept):
+                # The same file embedded again (changed, or another model's vector missing): its key stays.
+                photo.key = by_path[photo.path]
+                db.execute("UPDATE photos SET position = ?, source_size = ?, source_mtime_ns = ? WHERE key = ?",
+                           (position, photo.source_size, photo.source_mtime_ns, photo.key))
+            else:
+                photo.key = db.execute(
+                    "INSERT INTO photos(item_key, position, path, source_size, source_mtime_ns) VALUES(?,?,?,?,?) RETURNING key",
+                    (item.key, position, photo.path, photo.source_size, photo.source_mtime_ns)).fetchone()[0]
+            if vector is not None:
+                db.execute("INSERT OR REPLACE INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?)",
+                           (photo.key, model_id, np.asarray(vector, dtype=np.float32).tobytes()))
+                change.added.append((photo.key, np.asarray(vector, np.float32)))
+            photo.position = position
+            kept.add(photo.key)
+            item.photos.append(photo)
+        gone = [key for key in stored.values() if key not in kept]
+        db.executemany("DELETE FROM photos WHERE key = ?", [(key,) for key in gone])
+        change.removed += gone
+
+    def upsert(self, items: Iterable[tuple[Item, np.ndarray | None]], model_id: str) -> list[int]:
+        """Items with one photo each (``image_path``) and its vector, or None to change the metadata only."""
+        lots = [(item, None if vector is None else [(Photo(item.image_path, item.source_size, item.source_mtime_ns), vector)])
+                for item, vector in items]
+        return [change.item_key for change in self.write_lots(lots, model_id)]
 
     def remove(self, ids: Iterable[str]) -> list[Item]:
+        """Remove items with their photos and vectors; returns the removed ones, photos filled in."""
         removed = []
         with self.transaction() as db:
             for item_id in ids:
                 row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
                 if row is None:
                     continue
-                removed.append(_row_to_item(row))
+                item = _row_to_item(row)
+                item.photos = self._photos_of(db, [item.key]).get(item.key, [])
+                removed.append(item)
                 db.execute("DELETE FROM items WHERE key = ?", (row[0],))
             if removed:
                 self._bump(db)
         return removed
 
-    def replace_vectors(self, keys: list[int], vectors: np.ndarray, model_id: str) -> None:
+    def replace_vectors(self, photo_keys: list[int], vectors: np.ndarray, model_id: str) -> None:
         """Store vectors of ``model_id`` beside the current model's (reindex
         fills them in, resumably, then switches)."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vectors(key, model_id, vector) VALUES(?,?,?)",
-                [(key, model_id, np.asarray(vector, np.float32).tobytes()) for key, vector in zip(keys, vectors)],
+                "INSERT OR REPLACE INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?)",
+                [(key, model_id, np.asarray(vector, np.float32).tobytes()) for key, vector in zip(photo_keys, vectors)],
             )
             self._bump(db)
 
@@ -277,7 +374,7 @@ class Catalog:
         """Make ``model_id`` the catalogue's model and drop other models' vectors."""
         with self.transaction() as db:
             self._set_meta(db, "model_id", model_id)
-            db.execute("DELETE FROM vectors WHERE model_id != ?", (model_id,))
+            db.execute("DELETE FROM photo_vectors WHERE model_id != ?", (model_id,))
             self._bump(db)
 
     # -- reads ------------------------------------------------------------------
@@ -286,13 +383,31 @@ class Catalog:
             return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def count_vectors(self, model_id: str) -> int:
+        """Photo vectors of ``model_id``."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM vectors WHERE model_id = ?", (model_id,)).fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM photo_vectors WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+    def _photos_of(self, db: sqlite3.Connection, item_keys: list[int]) -> dict[int, list[Photo]]:
+        found: dict[int, list[Photo]] = {}
+        for start in range(0, len(item_keys), 500):
+            chunk = item_keys[start : start + 500]
+            rows = db.execute(f"SELECT item_key, key, position, path, source_size, source_mtime_ns FROM photos "
+                              f"WHERE item_key IN ({','.join('?' * len(chunk))}) ORDER BY item_key, position", chunk)
+            for item_key, key, position, path, size, mtime in rows:
+                found.setdefault(item_key, []).append(Photo(path, size, mtime, key, position))
+        return found
+
+    def _with_photos(self, items: list[Item]) -> list[Item]:
+        with self._lock:
+            photos = self._photos_of(self._db, [item.key for item in items])
+        for item in items:
+            item.photos = photos.get(item.key, [])
+        return items
 
     def get(self, item_id: str) -> Item | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
-        return _row_to_item(row) if row else None
+        return self._with_photos([_row_to_item(row)])[0] if row else None
 
     def get_many(self, keys: Iterable[int]) -> dict[int, Item]:
         keys = [int(key) for key in keys]
@@ -303,45 +418,69 @@ class Catalog:
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({marks})", chunk):
                     found[row[0]] = _row_to_item(row)
+        self._with_photos(list(found.values()))
         return found
 
     def items(self, item_filter: ItemFilter = ItemFilter()) -> Iterator[Item]:
         where, params = item_filter.sql()
         with self._lock:
             rows = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params).fetchall()
-        return map(_row_to_item, rows)
+        return iter(self._with_photos([_row_to_item(row) for row in rows]))
 
     def keys_matching(self, item_filter: ItemFilter) -> np.ndarray:
+        """The keys of the items that match."""
         where, params = item_filter.sql()
         with self._lock:
             rows = self._db.execute(f"SELECT key FROM items WHERE {where}", params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
-    def vector(self, key: int, model_id: str) -> np.ndarray | None:
+    def photo_keys_matching(self, item_filter: ItemFilter) -> np.ndarray:
+        """The photo keys of the items that match (the index is keyed by photo)."""
+        where, params = item_filter.sql()
         with self._lock:
-            row = self._db.execute("SELECT vector FROM vectors WHERE key = ? AND model_id = ?", (key, model_id)).fetchone()
+            rows = self._db.execute(
+                f"SELECT photos.key FROM photos JOIN items ON items.key = photos.item_key WHERE {where}", params).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def photo_owners(self, photo_keys: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """photo key -> (item key, position of the photo in its lot)."""
+        keys = [int(key) for key in photo_keys]
+        found: dict[int, tuple[int, int]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                for key, item_key, position in self._db.execute(
+                        f"SELECT key, item_key, position FROM photos WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                    found[key] = (item_key, position)
+        return found
+
+    def vector(self, photo_key: int, model_id: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._db.execute("SELECT vector FROM photo_vectors WHERE photo_key = ? AND model_id = ?",
+                                   (photo_key, model_id)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
-    def vectors_for(self, keys: np.ndarray, model_id: str) -> np.ndarray:
-        """The vectors of ``keys``, in that order (all must exist)."""
-        keys = [int(key) for key in keys]
+    def vectors_for(self, photo_keys: np.ndarray, model_id: str) -> np.ndarray:
+        """The vectors of ``photo_keys``, in that order (all must exist)."""
+        keys = [int(key) for key in photo_keys]
         found: dict[int, bytes] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 found.update(self._db.execute(
-                    f"SELECT key, vector FROM vectors WHERE model_id = ? AND key IN ({marks})", [model_id, *chunk]))
+                    f"SELECT photo_key, vector FROM photo_vectors WHERE model_id = ? AND photo_key IN ({marks})",
+                    [model_id, *chunk]))
         return np.frombuffer(b"".join(found[key] for key in keys), dtype=np.float32).reshape(len(keys), -1)
 
     def vectors(self, model_id: str, batch_rows: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(keys, vectors) in batches, for every item with a vector of ``model_id``."""
+        """(photo keys, vectors) in batches, for every photo with a vector of ``model_id``."""
         last = -1
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT key, vector FROM vectors WHERE model_id = ? AND key > ? ORDER BY key LIMIT ?",
-                    (model_id, last, batch_rows),
+                    "SELECT photo_key, vector FROM photo_vectors WHERE model_id = ? AND photo_key > ? "
+                    "ORDER BY photo_key LIMIT ?", (model_id, last, batch_rows),
                 ).fetchall()
             if not rows:
                 return
@@ -350,18 +489,25 @@ class Catalog:
             yield keys, vectors
             last = int(keys[-1])
 
-    def keys_without_vector(self, model_id: str) -> list[Item]:
+    def photos_without_vector(self, model_id: str) -> list[tuple[str, Photo]]:
+        """(item id, photo) for every photo lacking a vector of ``model_id``."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM items WHERE key NOT IN (SELECT key FROM vectors WHERE model_id = ?) ORDER BY key",
-                (model_id,),
-            ).fetchall()
-        return [_row_to_item(row) for row in rows]
+                "SELECT items.id, photos.path, photos.source_size, photos.source_mtime_ns, photos.key, photos.position "
+                "FROM photos JOIN items ON items.key = photos.item_key WHERE photos.key NOT IN "
+                "(SELECT photo_key FROM photo_vectors WHERE model_id = ?) ORDER BY photos.key", (model_id,)).fetchall()
+        return [(row[0], Photo(*row[1:])) for row in rows]
+
+    def items_without_photos(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM items WHERE key NOT IN (SELECT item_key FROM photos)").fetchall()
+        return [row[0] for row in rows]
 
     def source_states(self) -> dict[str, tuple[str, int | None, int | None]]:
-        """image_path -> (id, size, mtime_ns) for change detection on re-index."""
+        """photo path -> (item id, size, mtime_ns) for change detection on re-index."""
         with self._lock:
-            rows = self._db.execute("SELECT image_path, id, source_size, source_mtime_ns FROM items").fetchall()
+            rows = self._db.execute("SELECT photos.path, items.id, photos.source_size, photos.source_mtime_ns "
+                                    "FROM photos JOIN items ON items.key = photos.item_key").fetchall()
         return {row[0]: (row[1], row[2], row[3]) for row in rows if row[0]}
 
     def browse(self, category: str | None, text: str | None, offset: int, limit: int) -> tuple[list[Item], int]:
@@ -379,7 +525,7 @@ class Catalog:
             rows = self._db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key DESC LIMIT ? OFFSET ?", [*params, limit, offset]
             ).fetchall()
-        return [_row_to_item(row) for row in rows], total
+        return self._with_photos([_row_to_item(row) for row in rows]), total
 
     def category_counts(self) -> list[tuple[str | None, int]]:
         with self._lock:
