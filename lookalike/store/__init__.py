@@ -1,6 +1,7 @@
 """The catalogue store: items, metadata and vectors in SQLite."""
 
 from lookalike.store.catalog import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Catalog,
     CatalogError,
@@ -11,4 +12,4 @@ from lookalike.store.catalog import (
     Photo,
 )
 
-__all__ = ["SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "LotChange", "ModelMismatchError", "Photo"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "LotChange", "ModelMismatchError", "Photo"]
