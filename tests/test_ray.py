@@ -14,7 +14,8 @@ from tests.conftest import run_cli
 
 def stored_vectors(catalog) -> dict[str, np.ndarray]:
     with sqlite3.connect(catalog / "catalog.sqlite") as db:
-        rows = db.execute("SELECT items.id, vectors.vector FROM items JOIN vectors ON vectors.key = items.key").fetchall()
+        rows = db.execute("SELECT items.id, photo_vectors.vector FROM items JOIN photos ON photos.item_key = items.key "
+                          "JOIN photo_vectors ON photo_vectors.photo_key = photos.key").fetchall()
     return {item_id: np.frombuffer(blob, np.float32) for item_id, blob in rows}
 
 

@@ -136,3 +136,41 @@ def test_drop_and_paste_are_wired(page, phone_photo):
     assert result_ids(page)[0] == phone_photo[0]
 
 
+
+
+def test_several_photos_of_one_item_and_a_lot_gallery(browser, server, stamps, tmp_path):
+    """A lot photographed twice (a second photo added through the API); the query is two phone photos of it."""
+    import httpx
+
+    from tests.conftest import TOKEN
+
+    stamp = next(s for s in stamps if s.subcategory == "birds")
+    turned = tmp_path / "turned.jpg"
+    on_white(load_cutout(stamp).rotate(40, expand=True)).save(turned, "JPEG", quality=90)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        added = client.post(f"/api/items/{stamp.id}/photos", headers={"Authorization": f"Bearer {TOKEN}"},
+                            files={"image": ("turned.jpg", turned.read_bytes(), "image/jpeg")})
+        assert added.status_code == 200 and added.json()["photo_count"] == 2
+    rng = np.random.default_rng(8)
+    shots = []
+    for number in range(2):
+        path = tmp_path / f"shot-{number}.jpg"
+        path.write_bytes(make_phone_photo(load_cutout(stamp), backgrounds()[number + 1], rng))
+        shots.append(str(path))
+    for width, height in ((375, 800), (1280, 900)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.set_input_files("#photo-input", shots)
+        page.wait_for_selector("#results .card")
+        assert page.locator("#query-strip li").count() == 2
+        first = page.locator("#results .card").first
+        assert first.locator("button").get_attribute("data-item-id") == stamp.id
+        assert "of 2" in first.inner_text() and "matches your photo" in first.inner_text()
+        first.locator("button").click()
+        page.wait_for_selector("#item-view:not([hidden])")
+        assert page.locator("#item-gallery li").count() == 2
+        page.screenshot(path=str(tmp_path / f"lots-{width}.png"), full_page=True)
+        context.close()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.delete(f"/api/items/{stamp.id}/photos/1", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

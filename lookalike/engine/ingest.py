@@ -102,7 +102,8 @@ def _plan(engine: Engine, entries: list[SourceEntry], report: IndexReport) -> tu
             photos.append(photo)
             vectors.append(None)
         if not photos:
-            report.problems.append(Problem(entry.item.id, "no readable photo: the lot is skipped"))
+            if len(entry.paths) > 1:
+                report.problems.append(Problem(entry.item.id, "no readable photo: the lot is skipped"))
             continue
         entry.item.image_path = photos[0].path
         lot = _Lot(entry.item, photos, vectors, todo)
@@ -169,7 +170,7 @@ class _Writer:
                     if position not in lot.failed]
             if kept:
                 lots.append((lot.item, kept))
-            else:
+            elif len(lot.photos) > 1:  # a one-photo lot's bad photo is reported once, as the file it is
                 self.report.problems.append(Problem(lot.item.id, "no readable photo: the lot is skipped"))
         if lots:
             self.engine.write_lots(lots)

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, selection: null, lastQuery: null };
+const state = { file: null, files: [], selection: null, lastQuery: null };
 
 function setStatus(message, kind = "") {
   const status = $("status");
@@ -44,9 +44,9 @@ async function search(query) {
   const params = "?" + filterParams().toString();
   try {
     let body;
-    if (query.blob) {
+    if (query.blobs) {
       const form = new FormData();
-      form.append("image", query.blob, query.name || "photo.jpg");
+      query.blobs.forEach((blob, index) => form.append("image", blob, blob.name || `photo-${index + 1}.jpg`));
       body = await callApi("/api/search" + params, { method: "POST", body: form });
     } else {
       body = await callApi("/api/search/item" + params, {
@@ -131,6 +131,15 @@ function resultCard(hit) {
   score.className = "score small muted";
   score.textContent = `${Math.round(hit.score * 100)}% similar`;
   meta.append(title, line, score);
+  if (hit.photo_count > 1 || hit.matched_query !== undefined && hit.matched_query !== null) {
+    const matched = document.createElement("span");
+    matched.className = "matched small muted";
+    const parts = [];
+    if (hit.photo_count > 1) parts.push(`photo ${hit.matched_photo + 1} of ${hit.photo_count}`);
+    if (hit.matched_query !== undefined && hit.matched_query !== null) parts.push(`matches your photo ${hit.matched_query + 1}`);
+    matched.textContent = parts.join(" · ");
+    meta.append(matched);
+  }
   button.append(image, meta);
   button.addEventListener("click", () => openItem(hit.id));
   item.append(button);
@@ -143,6 +152,22 @@ async function openItem(itemId) {
     const item = await callApi("/api/items/" + encodeURI(itemId));
     $("item-image").src = item.thumb_url;
     $("item-image").alt = item.title || item.id;
+    const gallery = $("item-gallery");
+    gallery.innerHTML = "";
+    gallery.hidden = item.photos.length < 2;
+    for (const photo of item.photos) {
+      const entry = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.setAttribute("aria-label", `Photo ${photo.index + 1} of ${item.photos.length}`);
+      const thumb = document.createElement("img");
+      thumb.src = photo.thumb_url;
+      thumb.alt = "";
+      button.append(thumb);
+      button.addEventListener("click", () => { $("item-image").src = photo.thumb_url; });
+      entry.append(button);
+      gallery.append(entry);
+    }
     $("item-title").textContent = item.title || item.id;
     const details = $("item-details");
     details.innerHTML = "";
@@ -166,24 +191,44 @@ async function openItem(itemId) {
   }
 }
 
-function useFile(file) {
-  if (!file) return;
-  if (file.type && !file.type.startsWith("image/")) {
-    setStatus(`“${file.name}” is not an image. Choose a photo (JPEG, PNG, HEIC, WebP…).`, "error");
+function useFiles(files, append = false) {
+  files = [...files].filter(Boolean);
+  if (!files.length) return;
+  const bad = files.find((file) => file.type && !file.type.startsWith("image/"));
+  if (bad) {
+    setStatus(`“${bad.name}” is not an image. Choose a photo (JPEG, PNG, HEIC, WebP…).`, "error");
     return;
   }
-  state.file = file;
+  state.files = (append ? [...state.files, ...files] : files).slice(0, 10);
+  state.file = state.files[0];
   state.selection = null;
   $("selection").hidden = true;
   $("search-selection").hidden = true;
   $("clear-selection").hidden = true;
   const image = $("query-image");
   if (image.dataset.objectUrl) URL.revokeObjectURL(image.dataset.objectUrl);
-  image.dataset.objectUrl = URL.createObjectURL(file);
+  image.dataset.objectUrl = URL.createObjectURL(state.file);
   image.src = image.dataset.objectUrl;
+  showQueryStrip();
   $("preview").hidden = false;
   $("item-view").hidden = true;
-  search({ blob: file, name: file.name || "photo.jpg" });
+  search({ blobs: state.files });
+}
+
+function showQueryStrip() {
+  const strip = $("query-strip");
+  for (const old of strip.querySelectorAll("img")) URL.revokeObjectURL(old.src);
+  strip.innerHTML = "";
+  strip.hidden = state.files.length < 2;
+  $("crop-help").hidden = state.files.length > 1;  // a region is searched from a single photo
+  state.files.forEach((file, index) => {
+    const entry = document.createElement("li");
+    const thumb = document.createElement("img");
+    thumb.src = URL.createObjectURL(file);
+    thumb.alt = `Your photo ${index + 1}`;
+    entry.append(thumb);
+    strip.append(entry);
+  });
 }
 
 // Cropping: drag a rectangle on the photo, then search that region only.
@@ -198,7 +243,7 @@ function setupCrop() {
              y: Math.min(Math.max(event.clientY - rect.top, 0), rect.height) };
   };
   area.addEventListener("pointerdown", (event) => {
-    if (!state.file) return;
+    if (!state.file || state.files.length > 1) return;
     start = point(event);
     area.setPointerCapture(event.pointerId);
     event.preventDefault();
@@ -224,7 +269,7 @@ function setupCrop() {
     box.hidden = true;
     $("search-selection").hidden = true;
     $("clear-selection").hidden = true;
-    search({ blob: state.file, name: state.file.name });
+    search({ blobs: state.files });
   });
   $("search-selection").addEventListener("click", () => {
     const selection = state.selection;
@@ -236,7 +281,7 @@ function setupCrop() {
     canvas.height = Math.max(1, Math.round(selection.h * scaleY));
     canvas.getContext("2d").drawImage(image, selection.x * scaleX, selection.y * scaleY, canvas.width, canvas.height,
                                       0, 0, canvas.width, canvas.height);
-    canvas.toBlob((blob) => search({ blob, name: "selection.jpg", cropped: true }), "image/jpeg", 0.92);
+    canvas.toBlob((blob) => search({ blobs: [blob], cropped: true }), "image/jpeg", 0.92);
   });
 }
 
@@ -256,21 +301,22 @@ async function loadCatalogInfo() {
 }
 
 function setup() {
-  $("photo-input").addEventListener("change", (event) => useFile(event.target.files[0]));
+  $("photo-input").addEventListener("change", (event) => useFiles(event.target.files));
+  $("add-photo-input").addEventListener("change", (event) => { useFiles(event.target.files, true); event.target.value = ""; });
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("over");
-    useFile(event.dataTransfer.files[0]);
+    useFiles(event.dataTransfer.files);
   });
   zone.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("photo-input").click(); }
   });
   document.addEventListener("paste", (event) => {
     const file = [...(event.clipboardData ? event.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
-    if (file) useFile(file);
+    if (file) useFiles([file]);
   });
   $("filters").addEventListener("change", () => { if (state.lastQuery) search(state.lastQuery); });
   $("filters").addEventListener("submit", (event) => event.preventDefault());
