@@ -1,0 +1,51 @@
+"""Lots with several photos, side by side in one run: a lot indexed by its main photo only vs all its photos,
+and a new item searched with 1, 2 or 3 photos (one query), on the set benchmarks/make_lots_set.py writes.
+
+    .venv/bin/python benchmarks/lots_bench.py [--set benchmarks/results/lots] [--query-mode crops]
+
+recall@k: a query's lot in the top k; each lot is answered once, however many of its photos match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import RESULTS, print_table, write_json
+from make_lots_set import make_lots_set
+
+from lookalike import Engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", type=Path, default=RESULTS / "lots")
+    parser.add_argument("--query-mode", default="crops")
+    args = parser.parse_args()
+    if not (args.set / "queries-3.csv").exists():
+        make_lots_set(args.set)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for indexed, metadata in (("main photo only", "metadata-main.csv"), ("all photos", "metadata.csv")):
+            engine = Engine(Path(scratch) / metadata, query_mode=args.query_mode)
+            report = engine.index_sources([], args.set / "catalogue" / metadata)
+            for photos in (1, 2, 3):
+                started = time.perf_counter()
+                evaluation = engine.evaluate(args.set / f"queries-{photos}.csv", k=10)
+                seconds = time.perf_counter() - started
+                rows.append({"lots indexed by": indexed, "photos indexed": report.embedded, "query photos": photos,
+                             "queries": evaluation.queries, "r@1": f"{evaluation.recall[1]:.3f}",
+                             "r@5": f"{evaluation.recall[5]:.3f}", "mAP@10": f"{evaluation.map_at_k:.3f}",
+                             "ms/query": f"{seconds / evaluation.queries * 1000:.0f}"})
+                print(rows[-1], flush=True)
+            engine.close()
+    print(f"\nlots set {args.set}, query mode {args.query_mode}; several query photos fused by the mean of their "
+          "best-photo scores\n")
+    print_table(rows, list(rows[0]))
+    write_json("lots_bench", {"set": str(args.set), "query_mode": args.query_mode, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
