@@ -18,7 +18,8 @@ Lots:
               copy of it (cropped, light shifted) in the lot, the second photo as the new item;
 - distractor: other opencv-doc and scikit-image photos, one photo each.
 Queries: for half the stamp lots (chosen at random), three new phone photos of the object, never in the
-catalogue, each on another background; for the chessboard, right01-right03; for a scene, its second photo and
+catalogue, each on another background (lots are re-shot on one half of the background photos, new items on the
+other half); for the chessboard, right01-right03; for a scene, its second photo and
 two re-framed copies of it.
 """
 
@@ -121,16 +122,19 @@ def stamp_lot(cutout: Image.Image, pool: list[Image.Image], rng: np.random.Gener
 def make_lots_set(out: Path, stamp_lots: int = 300, seed: int = 5) -> Path:
     rng = np.random.default_rng(seed)
     writer = LotsWriter(out)
-    pool = backgrounds()
+    # The house re-shoots its lots in other places than where new items are photographed: two background pools, so
+    # that a query never shares its background with a catalogue photo (which made any lot shot there look alike).
+    every = backgrounds()
+    studio, elsewhere = every[0::2], every[1::2]
     stamps = list_stamps()
     chosen = rng.choice(len(stamps), size=min(stamp_lots, len(stamps)), replace=False)
     for position, index in enumerate(chosen):
         stamp = stamps[int(index)]
         lot_id = f"stamp/{stamp.id}"
         cutout = load_cutout(stamp)
-        writer.lot(lot_id, stamp_lot(cutout, pool, rng), stamp.category, stamp.title)
+        writer.lot(lot_id, stamp_lot(cutout, studio, rng), stamp.category, stamp.title)
         if position % 2 == 0:
-            photos = [make_phone_photo(cutout, pool[int(rng.integers(len(pool)))], rng, perspective=0.12, occlusion=0.3,
+            photos = [make_phone_photo(cutout, elsewhere[int(rng.integers(len(elsewhere)))], rng, perspective=0.12, occlusion=0.3,
                                        light_gradient=True) for _ in range(QUERY_PHOTOS)]
             writer.query(stamp.id.replace("/", "-"), photos, lot_id, "stamp")
 

@@ -71,6 +71,7 @@ class _Lot:
     vectors: list[np.ndarray | None]
     todo: list[int] = field(default_factory=list)  # positions of the photos to embed
     failed: set[int] = field(default_factory=set)
+    listed: int = 1  # photos the source listed, readable or not
 
     def __post_init__(self) -> None:
         self.waiting = len(self.todo)
@@ -106,7 +107,7 @@ def _plan(engine: Engine, entries: list[SourceEntry], report: IndexReport) -> tu
                 report.problems.append(Problem(entry.item.id, "no readable photo: the lot is skipped"))
             continue
         entry.item.image_path = photos[0].path
-        lot = _Lot(entry.item, photos, vectors, todo)
+        lot = _Lot(entry.item, photos, vectors, todo, listed=len(entry.paths))
         if todo:
             to_embed.append(lot)
             continue
@@ -170,7 +171,7 @@ class _Writer:
                     if position not in lot.failed]
             if kept:
                 lots.append((lot.item, kept))
-            elif len(lot.photos) > 1:  # a one-photo lot's bad photo is reported once, as the file it is
+            elif lot.listed > 1:  # a one-photo lot's bad photo is reported once, as the file it is
                 self.report.problems.append(Problem(lot.item.id, "no readable photo: the lot is skipped"))
         if lots:
             self.engine.write_lots(lots)
