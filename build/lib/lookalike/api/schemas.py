@@ -1,0 +1,115 @@
+"""The API's contract: request bodies and responses as Pydantic models, so that
+``/openapi.json`` describes every body and answer and a generated client works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+#: An item id: 1-512 characters, none of them a control character.
+ITEM_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,512}$"
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, in one line, for a person")
+
+
+class ItemLinks(BaseModel):
+    url: str = Field(description="This item in the API")
+    thumb_url: str = Field(description="A JPEG thumbnail, at most 320 px a side")
+    image_url: str = Field(description="The original photo")
+
+
+class PhotoOut(BaseModel):
+    index: int = Field(description="Position in the lot; 0 is its main photo")
+    thumb_url: str
+    image_url: str
+
+
+class ItemOut(ItemLinks):
+    id: str
+    title: str | None = None
+    category: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    sold_at: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other fields: maker, period, material, ...")
+    photo_count: int = 1
+    photos: list[PhotoOut] = Field(default_factory=list, description="The lot's photos, the main one first")
+
+
+class Hit(ItemLinks):
+    id: str
+    score: float = Field(description="Cosine similarity to the query, 1 = identical")
+    title: str | None = None
+    category: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    matched_photo: int = Field(0, description="Which of the lot's photos matched best (thumb_url shows it)")
+    photo_count: int = 1
+    matched_query: int | None = Field(None, description="For several query photos: which of them matched best")
+
+
+class PricedNeighbour(BaseModel):
+    id: str
+    score: float
+    price: float
+    title: str | None = None
+
+
+class Estimate(BaseModel):
+    price: float | None = Field(description="The estimate; null when no similar item has a price")
+    low: float | None = Field(description="Low end of the likely range (weighted 25th percentile of the neighbours)")
+    high: float | None = Field(description="High end of the likely range (weighted 75th percentile)")
+    currency: str | None = None
+    low_confidence: bool = Field(description="True when even the closest priced item is not close")
+    best_score: float | None = None
+    neighbours: list[PricedNeighbour] = Field(default_factory=list)
+
+
+class SearchResponse(BaseModel):
+    query: str = Field(description="What was searched: a file name, a URL, an item id or text")
+    results: list[Hit]
+    took_ms: float
+    estimate: Estimate | None = None
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class CategoryCount(BaseModel):
+    category: str
+    items: int
+
+
+class Health(BaseModel):
+    status: str
+    items: int
+    model_id: str | None = None
+
+
+class Removed(BaseModel):
+    removed: str
+
+
+class SearchByItem(BaseModel):
+    item_id: str = Field(min_length=1, max_length=512, description="An item in the catalogue (more like this)")
+
+
+class SearchByUrl(BaseModel):
+    url: AnyHttpUrl = Field(description="An http(s) URL of a photo on a public host")
+
+
+class SearchByText(BaseModel):
+    text: str = Field(min_length=1, max_length=1000, pattern=r"\S", description='A description, e.g. "red armchair"')
+
+
+def errors(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI responses for error statuses, each with the {"error": ...} body."""
+    return {status: {"model": ErrorBody} for status in statuses}

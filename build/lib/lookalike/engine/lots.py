@@ -1,0 +1,68 @@
+"""Photos grouped back into lots: the index is keyed by photo, answers are lots.
+
+A lot scores its best-matching photo against a query photo (over the query's
+views too). A new item photographed several times is one query: its photos'
+scores for a lot are fused by their mean, a photo that did not reach the lot
+counting the lowest score it retrieved (an upper bound on what it would have
+given), so a lot that matches every photo of the item beats one that matches a
+single photo a little better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.index import MISSING_KEY
+
+PhotoSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+PhotoOwners = Callable[[Sequence[int]], dict[int, tuple[int, int]]]
+
+
+@dataclass
+class LotMatch:
+    item_key: int
+    score: float
+    #: The lot's photo that matched best (its position in the lot), and the query photo that did.
+    position: int
+    query: int
+
+
+def _best_per_lot(keys: np.ndarray, scores: np.ndarray, owners: dict[int, tuple[int, int]]) -> dict[int, tuple[float, int]]:
+    best: dict[int, tuple[float, int]] = {}
+    for key, score in zip(keys.ravel().tolist(), scores.ravel().tolist()):
+        owner = owners.get(key)
+        if key == MISSING_KEY or owner is None:
+            continue
+        item_key, position = owner
+        if score > best.get(item_key, (-np.inf, 0))[0]:
+            best[item_key] = (score, position)
+    return best
+
+
+def rank_lots(search: PhotoSearch, owners: PhotoOwners, queries: Sequence[np.ndarray], k: int,
+              photo_count: int) -> list[LotMatch]:
+    """The k best lots for one new item: ``queries`` holds the view vectors of each of its photos; ``search``
+    returns the n best photo keys per view; ``owners`` maps photo keys to (lot key, position)."""
+    want = max(4 * k, 16)
+    while True:
+        per_query, seen = [], set()
+        for views in queries:
+            keys, scores = search(views, min(want, max(photo_count, 1)))
+            best = _best_per_lot(keys, scores, owners(np.unique(keys[keys != MISSING_KEY]).tolist()))
+            found = [row[row > -np.inf] for row in scores]
+            floor = max((float(row.min()) for row in found if len(row)), default=-np.inf)
+            per_query.append((best, floor))
+            seen.update(best)
+        if len(seen) >= k or want >= photo_count:
+            break
+        want *= 4  # many photos of few lots filled the list: look further
+    matches = []
+    for item_key in seen:
+        scores = [best[item_key][0] if item_key in best else floor for best, floor in per_query]
+        query = int(np.argmax([best[item_key][0] if item_key in best else -np.inf for best, _ in per_query]))
+        matches.append(LotMatch(item_key, float(np.mean(scores)), per_query[query][0][item_key][1], query))
+    matches.sort(key=lambda match: -match.score)
+    return matches[:k]

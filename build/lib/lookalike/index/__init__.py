@@ -1,0 +1,51 @@
+"""Index backends behind one contract (index/base.py): exact (numpy), HNSW (hnswlib),
+compressed HNSW, Annoy (the original design's baseline) and Milvus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lookalike.index.annoy_index import AnnoyIndex
+from lookalike.index.base import MISSING_KEY, VectorIndex, VectorSource, read_meta
+from lookalike.index.compressed import CompressedHnswIndex
+from lookalike.index.exact import ExactIndex
+from lookalike.index.hnsw import HnswIndex
+from lookalike.index.milvus_index import MilvusIndex
+
+BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex,
+                                          "annoy": AnnoyIndex, "milvus": MilvusIndex}
+#: Below this many items exact search is both exact and fast enough.
+AUTO_EXACT_LIMIT = 20_000
+
+
+def choose_backend(requested: str, item_count: int) -> str:
+    if requested == "auto":
+        return "exact" if item_count <= AUTO_EXACT_LIMIT else "hnsw"
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown index backend {requested!r}; choose auto, {', '.join(BACKENDS)}")
+    return requested
+
+
+def _context(backend: type[VectorIndex], settings, home: Path | None, vector_source: VectorSource | None) -> dict:
+    context = backend.connection_options(settings, Path(home or ".")) if settings is not None else {}
+    if backend.needs_stored_vectors:
+        context["vector_source"] = vector_source
+    return context
+
+
+def create_index(backend: str, dim: int, *, settings=None, home: Path | None = None,
+                 vector_source: VectorSource | None = None, **options) -> VectorIndex:
+    """A new, empty index. ``settings`` (lookalike.config.Settings) and ``home`` (the catalogue
+    folder) supply what a backend needs from its surroundings; ``options`` tune it."""
+    cls = BACKENDS[backend]
+    return cls(dim, **{**_context(cls, settings, home, vector_source), **options})
+
+
+def load_index(directory: Path, *, settings=None, home: Path | None = None,
+               vector_source: VectorSource | None = None) -> VectorIndex:
+    cls = BACKENDS[read_meta(directory)["backend"]]
+    return cls.load(directory, **_context(cls, settings, home, vector_source))
+
+
+__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
+           "MilvusIndex", "VectorIndex", "VectorSource", "choose_backend", "create_index", "load_index"]

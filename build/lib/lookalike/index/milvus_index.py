@@ -1,0 +1,193 @@
+"""Milvus as an index backend (pymilvus): vectors plus the filterable fields
+(category, price) in a Milvus collection with an HNSW index on inner product.
+
+The SQLite catalogue stays the source of truth. The engine writes an item to
+SQLite first, then to Milvus; the index folder's state.json records the
+catalogue's change counter the collection matches, and a collection that is
+missing, stale or of another size is dropped and rebuilt from SQLite (so a
+crash between the two writes heals on the next start). Milvus holds no
+metadata that SQLite lacks, so SQLite is never rebuilt from it.
+
+A local file URI (``./milvus.db``) runs Milvus Lite embedded; ``http://host:19530``
+(and a token) points at a Milvus server or cluster: the client API is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, read_meta, top_k, write_meta
+
+FILTER_IN_LIST_MAX = 5000
+BATCH_ROWS = 2000
+
+
+def _client(uri: str, token: str | None):
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as error:
+        raise RuntimeError("the milvus backend needs pymilvus: pip install -e '.[milvus]'") from error
+    return MilvusClient(uri=uri, token=token or "")
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text)  # a double-quoted string with escapes, as Milvus expressions take them
+
+
+def filter_expression(conditions=None, exclude_keys=()) -> str:
+    """Category and price conditions (an ItemFilter, or anything with its attributes) and keys to leave
+    out, as a Milvus boolean expression."""
+    clauses = []
+    if conditions is not None:
+        if conditions.category is not None:
+            clauses.append(f"category == {_quote(conditions.category)}")
+        if conditions.has_price or conditions.min_price is not None or conditions.max_price is not None:
+            clauses.append("has_price == true")
+        if conditions.min_price is not None:
+            clauses.append(f"price >= {float(conditions.min_price)!r}")
+        if conditions.max_price is not None:
+            clauses.append(f"price <= {float(conditions.max_price)!r}")
+    if len(exclude_keys):
+        clauses.append(f"key not in [{','.join(str(int(key)) for key in exclude_keys)}]")
+    return " and ".join(clauses)
+
+
+class MilvusIndex(VectorIndex):
+    backend = "milvus"
+    native_filters = True
+
+    def __init__(self, dim: int, uri: str = "milvus.db", token: str | None = None, collection: str = "lookalike",
+                 m: int = 16, ef_construction: int = 200, ef_search: int = 64, capacity: int = 0, create: bool = True):
+        from pymilvus import DataType
+
+        self.dim = dim
+        self.uri = uri
+        self.token = token
+        self.collection = collection
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self._client = _client(self.uri, self.token)
+        self._lock = threading.Lock()
+        self._live: set[int] = set()
+        if not create:
+            return
+        if self._client.has_collection(collection):
+            self._client.drop_collection(collection)  # a fresh index is rebuilt from the catalogue
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("category", DataType.VARCHAR, max_length=512)
+        schema.add_field("price", DataType.DOUBLE)
+        schema.add_field("has_price", DataType.BOOL)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index("vector", index_type="HNSW", metric_type="IP",
+                               params={"M": m, "efConstruction": ef_construction})
+        self._client.create_collection(collection, schema=schema, index_params=index_params)
+
+    @classmethod
+    def connection_options(cls, settings, home: Path) -> dict:
+        """The server (or Milvus Lite file, by default in the catalogue folder) and its token."""
+        return {"uri": settings.milvus_uri or str(Path(home) / "milvus.db"), "token": settings.milvus_token}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def keys(self) -> np.ndarray:
+        return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
+
+    def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
+        keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
+        if len(keys) != len(vectors):
+            raise ValueError("keys and vectors differ in length")
+        fields = fields or [{}] * len(keys)
+        rows = []
+        for key, vector, extra in zip(keys.tolist(), vectors, fields):
+            price = extra.get("price")
+            has_price = price is not None and math.isfinite(price)
+            rows.append({"key": key, "vector": vector.tolist(), "category": (extra.get("category") or "")[:512],
+                         "price": float(price) if has_price else 0.0, "has_price": has_price})
+        with self._lock:
+            for start in range(0, len(rows), BATCH_ROWS):
+                self._client.upsert(self.collection, rows[start : start + BATCH_ROWS])
+            self._live.update(keys.tolist())
+
+    def remove(self, keys) -> None:
+        present = [key for key in as_keys(keys).tolist() if key in self._live]
+        if not present:
+            return
+        with self._lock:
+            self._client.delete(self.collection, ids=present)
+            self._live.difference_update(present)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
+                exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditions (category, price) and excluded keys are evaluated inside Milvus."""
+        expression = filter_expression(conditions, exclude_keys)
+        clauses = [expression] if expression else []
+        if allowed is not None:
+            if len(allowed) == 0:
+                return top_k(np.zeros((len(queries), 0), np.float32), allowed, k)
+            if len(allowed) > FILTER_IN_LIST_MAX:
+                # A key list this long makes a slow expression; scan the allowed vectors instead.
+                return self._exact(queries, k, allowed, expression)
+            clauses.append(f"key in [{','.join(map(str, allowed.tolist()))}]")
+        with self._lock:
+            results = self._client.search(self.collection, data=[query.tolist() for query in queries], limit=k,
+                                          filter=" and ".join(f"({clause})" for clause in clauses),
+                                          output_fields=["key"],
+                                          search_params={"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}})
+        out_keys = np.full((len(queries), k), MISSING_KEY, dtype=np.int64)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for row, hits in enumerate(results):
+            for column, hit in enumerate(list(hits)[:k]):
+                out_keys[row, column] = int(hit["key"] if "key" in hit else hit["id"])
+                out_scores[row, column] = float(hit["distance"])
+        return out_keys, out_scores
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray, expression: str):
+        keys, vectors = [], []
+        with self._lock:
+            for start in range(0, len(allowed), BATCH_ROWS):
+                chunk = allowed[start : start + BATCH_ROWS].tolist()
+                clause = f"key in [{','.join(map(str, chunk))}]" + (f" and ({expression})" if expression else "")
+                for row in self._client.query(self.collection, filter=clause, output_fields=["key", "vector"]):
+                    keys.append(int(row["key"]))
+                    vectors.append(row["vector"])
+        if not keys:
+            return top_k(np.zeros((len(queries), 0), np.float32), np.zeros(0, np.int64), k)
+        return top_k(queries @ np.asarray(vectors, np.float32).T, np.asarray(keys, np.int64), k)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if hasattr(self._client, "flush"):
+                self._client.flush(self.collection)
+        np.save(directory / "live.npy", self.keys())
+        write_meta(directory, {"backend": self.backend, "dim": self.dim, "uri": self.uri, "collection": self.collection,
+                               "m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                               "count": len(self)})
+
+    @classmethod
+    def load(cls, directory: Path, uri: str | None = None, token: str | None = None, **context) -> MilvusIndex:
+        directory = Path(directory)
+        meta = read_meta(directory)
+        if uri is not None and uri != meta["uri"]:
+            raise ValueError("the saved index is in another Milvus")
+        index = cls(meta["dim"], meta["uri"], token, meta["collection"], meta["m"], meta["ef_construction"],
+                    meta["ef_search"], create=False)
+        if not index._client.has_collection(index.collection):
+            raise ValueError("the Milvus collection is missing")
+        index._client.load_collection(index.collection)
+        index._live = set(np.load(directory / "live.npy").tolist())
+        rows = int(index._client.get_collection_stats(index.collection).get("row_count", -1))
+        if rows != len(index._live) or rows != meta["count"]:
+            raise ValueError("the Milvus collection does not match the saved index")
+        return index

@@ -1,0 +1,15 @@
+"""The catalogue store: items, metadata and vectors in SQLite."""
+
+from lookalike.store.catalog import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Catalog,
+    CatalogError,
+    Item,
+    ItemFilter,
+    LotChange,
+    ModelMismatchError,
+    Photo,
+)
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "CatalogError", "Item", "ItemFilter", "LotChange", "ModelMismatchError", "Photo"]

@@ -1,0 +1,335 @@
+// The lookalike web page: it only calls the REST API and shows what comes back.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { file: null, files: [], selection: null, lastQuery: null };
+
+function setStatus(message, kind = "") {
+  const status = $("status");
+  status.textContent = message;
+  status.className = "status" + (kind ? " " + kind : "");
+}
+
+function money(value, currency) {
+  if (value === null || value === undefined) return "—";
+  const amount = Number(value).toLocaleString(undefined, { maximumFractionDigits: 0 });
+  return currency ? `${amount} ${currency}` : amount;
+}
+
+function filterParams() {
+  const params = new URLSearchParams({ k: $("k").value });
+  if ($("category").value) params.set("category", $("category").value);
+  if ($("min-price").value) params.set("min_price", $("min-price").value);
+  if ($("max-price").value) params.set("max_price", $("max-price").value);
+  return params;
+}
+
+async function callApi(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (error) {
+    throw new Error("The server cannot be reached. Check your connection and try again.");
+  }
+  let body = null;
+  try { body = await response.json(); } catch (error) { body = null; }
+  if (!response.ok) throw new Error((body && body.error) || `The server answered ${response.status}.`);
+  return body;
+}
+
+async function search(query) {
+  state.lastQuery = query;
+  setStatus("Searching…", "loading");
+  $("answer").setAttribute("aria-busy", "true");
+  const params = "?" + filterParams().toString();
+  try {
+    let body;
+    if (query.blobs) {
+      const form = new FormData();
+      query.blobs.forEach((blob, index) => form.append("image", blob, blob.name || `photo-${index + 1}.jpg`));
+      body = await callApi("/api/search" + params, { method: "POST", body: form });
+    } else {
+      body = await callApi("/api/search/item" + params, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ item_id: query.itemId }) });
+    }
+    showAnswer(body, query);
+    setStatus("");
+  } catch (error) {
+    setStatus(error.message, "error");
+  } finally {
+    $("answer").removeAttribute("aria-busy");
+  }
+}
+
+function showAnswer(body, query) {
+  $("answer").hidden = false;
+  $("took").textContent = `· ${body.results.length} found in ${Math.round(body.took_ms)} ms` +
+    (query.itemId ? ` · like ${query.itemId}` : "");
+  const estimate = body.estimate;
+  const box = $("estimate");
+  if (estimate && estimate.price !== null) {
+    box.className = "estimate" + (estimate.low_confidence ? " low" : "");
+    box.innerHTML = "";
+    const label = document.createElement("div");
+    label.className = "muted";
+    label.textContent = "Estimated price";
+    const price = document.createElement("div");
+    price.className = "price";
+    price.id = "estimate-price";
+    price.textContent = money(estimate.price, estimate.currency);
+    const range = document.createElement("div");
+    range.textContent = `likely ${money(estimate.low, estimate.currency)} to ${money(estimate.high, estimate.currency)}, ` +
+      `from ${estimate.neighbours.length} similar sold items`;
+    const confidence = document.createElement("div");
+    confidence.className = "small";
+    confidence.textContent = estimate.low_confidence
+      ? `Low confidence: the closest match is only ${Math.round(estimate.best_score * 100)}% similar.`
+      : `Closest match ${Math.round(estimate.best_score * 100)}% similar.`;
+    box.append(label, price, range, confidence);
+  } else {
+    box.className = "estimate low";
+    box.textContent = "No similar item with a price: no estimate.";
+  }
+  const list = $("results");
+  list.innerHTML = "";
+  if (!body.results.length) {
+    const empty = document.createElement("li");
+    empty.className = "muted";
+    empty.textContent = "No item matches these filters.";
+    list.append(empty);
+  }
+  for (const hit of body.results) list.append(resultCard(hit));
+  if (window.innerWidth < 700) $("answer").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function resultCard(hit) {
+  const item = document.createElement("li");
+  item.className = "card";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset.itemId = hit.id;
+  button.setAttribute("aria-label", `${hit.title || hit.id}, ${money(hit.price, hit.currency)}, ` +
+    `${Math.round(hit.score * 100)}% similar: open`);
+  const image = document.createElement("img");
+  image.src = hit.thumb_url;
+  image.alt = hit.title || hit.id;
+  image.loading = "lazy";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = hit.title || hit.id;
+  const line = document.createElement("span");
+  line.className = "line";
+  line.innerHTML = "";
+  const category = document.createElement("span");
+  category.textContent = hit.category || "";
+  const price = document.createElement("span");
+  price.textContent = money(hit.price, hit.currency);
+  line.append(category, price);
+  const score = document.createElement("span");
+  score.className = "score small muted";
+  score.textContent = `${Math.round(hit.score * 100)}% similar`;
+  meta.append(title, line, score);
+  if (hit.photo_count > 1 || hit.matched_query !== undefined && hit.matched_query !== null) {
+    const matched = document.createElement("span");
+    matched.className = "matched small muted";
+    const parts = [];
+    if (hit.photo_count > 1) parts.push(`photo ${hit.matched_photo + 1} of ${hit.photo_count}`);
+    if (hit.matched_query !== undefined && hit.matched_query !== null) parts.push(`matches your photo ${hit.matched_query + 1}`);
+    matched.textContent = parts.join(" · ");
+    meta.append(matched);
+  }
+  button.append(image, meta);
+  button.addEventListener("click", () => openItem(hit.id));
+  item.append(button);
+  return item;
+}
+
+async function openItem(itemId) {
+  setStatus("Loading item…", "loading");
+  try {
+    const item = await callApi("/api/items/" + encodeURI(itemId));
+    $("item-image").src = item.thumb_url;
+    $("item-image").alt = item.title || item.id;
+    const gallery = $("item-gallery");
+    gallery.innerHTML = "";
+    gallery.hidden = item.photos.length < 2;
+    for (const photo of item.photos) {
+      const entry = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.setAttribute("aria-label", `Photo ${photo.index + 1} of ${item.photos.length}`);
+      const thumb = document.createElement("img");
+      thumb.src = photo.thumb_url;
+      thumb.alt = "";
+      button.append(thumb);
+      button.addEventListener("click", () => { $("item-image").src = photo.thumb_url; });
+      entry.append(button);
+      gallery.append(entry);
+    }
+    $("item-title").textContent = item.title || item.id;
+    const details = $("item-details");
+    details.innerHTML = "";
+    const rows = [["Id", item.id], ["Category", item.category], ["Price", money(item.price, item.currency)],
+                  ["Sold", item.sold_at]];
+    for (const [key, value] of Object.entries(item.extra || {})) rows.push([key, String(value)]);
+    for (const [key, value] of rows) {
+      if (value === null || value === undefined || value === "") continue;
+      const term = document.createElement("dt");
+      term.textContent = key;
+      const data = document.createElement("dd");
+      data.textContent = value;
+      details.append(term, data);
+    }
+    $("more-like-this").dataset.itemId = item.id;
+    $("item-view").hidden = false;
+    $("item-view").scrollIntoView({ behavior: "smooth", block: "start" });
+    setStatus("");
+  } catch (error) {
+    setStatus(error.message, "error");
+  }
+}
+
+function useFiles(files, append = false) {
+  files = [...files].filter(Boolean);
+  if (!files.length) return;
+  const bad = files.find((file) => file.type && !file.type.startsWith("image/"));
+  if (bad) {
+    setStatus(`“${bad.name}” is not an image. Choose a photo (JPEG, PNG, HEIC, WebP…).`, "error");
+    return;
+  }
+  state.files = (append ? [...state.files, ...files] : files).slice(0, 10);
+  state.file = state.files[0];
+  state.selection = null;
+  $("selection").hidden = true;
+  $("search-selection").hidden = true;
+  $("clear-selection").hidden = true;
+  const image = $("query-image");
+  if (image.dataset.objectUrl) URL.revokeObjectURL(image.dataset.objectUrl);
+  image.dataset.objectUrl = URL.createObjectURL(state.file);
+  image.src = image.dataset.objectUrl;
+  showQueryStrip();
+  $("preview").hidden = false;
+  $("item-view").hidden = true;
+  search({ blobs: state.files });
+}
+
+function showQueryStrip() {
+  const strip = $("query-strip");
+  for (const old of strip.querySelectorAll("img")) URL.revokeObjectURL(old.src);
+  strip.innerHTML = "";
+  strip.hidden = state.files.length < 2;
+  $("crop-help").hidden = state.files.length > 1;  // a region is searched from a single photo
+  state.files.forEach((file, index) => {
+    const entry = document.createElement("li");
+    const thumb = document.createElement("img");
+    thumb.src = URL.createObjectURL(file);
+    thumb.alt = `Your photo ${index + 1}`;
+    entry.append(thumb);
+    strip.append(entry);
+  });
+}
+
+// Cropping: drag a rectangle on the photo, then search that region only.
+function setupCrop() {
+  const area = $("crop-area");
+  const image = $("query-image");
+  const box = $("selection");
+  let start = null;
+  const point = (event) => {
+    const rect = image.getBoundingClientRect();
+    return { x: Math.min(Math.max(event.clientX - rect.left, 0), rect.width),
+             y: Math.min(Math.max(event.clientY - rect.top, 0), rect.height) };
+  };
+  area.addEventListener("pointerdown", (event) => {
+    if (!state.file || state.files.length > 1) return;
+    start = point(event);
+    area.setPointerCapture(event.pointerId);
+    event.preventDefault();
+  });
+  area.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    const now = point(event);
+    const rect = { x: Math.min(start.x, now.x), y: Math.min(start.y, now.y),
+                   w: Math.abs(now.x - start.x), h: Math.abs(now.y - start.y) };
+    Object.assign(box.style, { left: rect.x + "px", top: rect.y + "px", width: rect.w + "px", height: rect.h + "px" });
+    box.hidden = false;
+    state.selection = rect;
+  });
+  area.addEventListener("pointerup", () => {
+    start = null;
+    const big = state.selection && state.selection.w > 8 && state.selection.h > 8;
+    if (!big) { state.selection = null; box.hidden = true; }
+    $("search-selection").hidden = !big;
+    $("clear-selection").hidden = !big;
+  });
+  $("clear-selection").addEventListener("click", () => {
+    state.selection = null;
+    box.hidden = true;
+    $("search-selection").hidden = true;
+    $("clear-selection").hidden = true;
+    search({ blobs: state.files });
+  });
+  $("search-selection").addEventListener("click", () => {
+    const selection = state.selection;
+    if (!selection) return;
+    const scaleX = image.naturalWidth / image.clientWidth;
+    const scaleY = image.naturalHeight / image.clientHeight;
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(selection.w * scaleX));
+    canvas.height = Math.max(1, Math.round(selection.h * scaleY));
+    canvas.getContext("2d").drawImage(image, selection.x * scaleX, selection.y * scaleY, canvas.width, canvas.height,
+                                      0, 0, canvas.width, canvas.height);
+    canvas.toBlob((blob) => search({ blobs: [blob], cropped: true }), "image/jpeg", 0.92);
+  });
+}
+
+async function loadCatalogInfo() {
+  try {
+    const [health, categories] = await Promise.all([callApi("/api/health"), callApi("/api/categories")]);
+    $("catalog-size").textContent = `${health.items.toLocaleString()} items in the catalogue`;
+    for (const row of categories) {
+      const option = document.createElement("option");
+      option.value = row.category;
+      option.textContent = `${row.category} (${row.items})`;
+      $("category").append(option);
+    }
+  } catch (error) {
+    setStatus(error.message, "error");
+  }
+}
+
+function setup() {
+  $("photo-input").addEventListener("change", (event) => useFiles(event.target.files));
+  $("add-photo-input").addEventListener("change", (event) => { useFiles(event.target.files, true); event.target.value = ""; });
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    useFiles(event.dataTransfer.files);
+  });
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("photo-input").click(); }
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData ? event.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+    if (file) useFiles([file]);
+  });
+  $("filters").addEventListener("change", () => { if (state.lastQuery) search(state.lastQuery); });
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  $("close-item").addEventListener("click", () => { $("item-view").hidden = true; });
+  $("more-like-this").addEventListener("click", (event) => {
+    $("item-view").hidden = true;
+    search({ itemId: event.currentTarget.dataset.itemId });
+  });
+  $("query-image").addEventListener("error", () => {
+    if (state.file) setStatus("Your browser cannot show this photo, but it can still be searched.", "");
+  });
+  setupCrop();
+  loadCatalogInfo();
+}
+
+setup();
