@@ -23,9 +23,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", type=Path, default=RESULTS / "lots")
     parser.add_argument("--query-mode", default="crops")
+    parser.add_argument("--extra-photos", choices=["studio", "mixed"], default="studio",
+                        help="how the set is made when it does not exist yet (see make_lots_set.py)")
     args = parser.parse_args()
     if not (args.set / "queries-3.csv").exists():
-        make_lots_set(args.set)
+        make_lots_set(args.set, extra=args.extra_photos)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for indexed, metadata in (("main photo only", "metadata-main.csv"), ("all photos", "metadata.csv")):

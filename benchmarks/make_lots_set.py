@@ -10,9 +10,9 @@ OUT/queries-1.csv, -2.csv, -3.csv query_image,relevant_ids,kind: each new item w
                                   (several separated by |)
 
 Lots:
-- stamp:      a tuxpaint-stamps-default cut-out; the main photo is the object on white, the others are re-shoots
-              of the same object on a real photo background (scale, rotation, tilt, light, colour, JPEG), a
-              detail (a crop of the object on white) and an off-axis shot on white;
+- stamp:      a tuxpaint-stamps-default cut-out; the main photo is the object on white, the others studio shots of
+              the same object: an off-axis shot on white, a detail (a crop), another backdrop and light; with
+              --extra-photos mixed also re-shoots on a real photo background (scale, rotation, tilt, light, JPEG);
 - chessboard: opencv-doc's calibration chessboard, genuinely different photos of one object (left01-left05);
 - scene:      opencv-doc's real pairs and scikit-image's stereo motorcycle: the first photo and a re-framed
               copy of it (cropped, light shifted) in the lot, the second photo as the new item;
@@ -104,12 +104,26 @@ class LotsWriter:
                         "kind": query["kind"]} for query in self.queries])
 
 
-def stamp_lot(cutout: Image.Image, pool: list[Image.Image], rng: np.random.Generator) -> list[Image.Image]:
+def on_backdrop(cutout: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A studio shot on a plain backdrop of another tone, in other light."""
+    tone = tuple(int(value) for value in rng.integers(150, 245, size=3))
+    side = int(max(cutout.size) * 1.25)
+    canvas = Image.new("RGB", (side, side), tone)
+    canvas.paste(cutout, ((side - cutout.width) // 2, (side - cutout.height) // 2), cutout.convert("RGBA"))
+    return ImageEnhance.Brightness(canvas).enhance(float(rng.uniform(0.8, 1.15)))
+
+
+def stamp_lot(cutout: Image.Image, pool: list[Image.Image], rng: np.random.Generator, extra: str) -> list[Image.Image]:
+    """The main photo on white and 1-5 more: studio shots (another angle, a detail, another backdrop and light), or
+    with ``extra="mixed"`` also re-shoots on real photo backgrounds."""
     main = on_white(cutout)
     others = []
+    kinds = ["reshoot", "reshoot", "detail", "angle"] if extra == "mixed" else ["backdrop", "detail", "angle"]
     for _ in range(int(rng.integers(1, 6))):  # 2-6 photos in all
-        kind = rng.choice(["reshoot", "reshoot", "detail", "angle"])
-        if kind == "reshoot":
+        kind = rng.choice(kinds)
+        if kind == "backdrop":
+            others.append(on_backdrop(tilt(cutout.convert("RGBA"), 0.06, rng), rng))
+        elif kind == "reshoot":
             others.append(decode(make_phone_photo(cutout, pool[int(rng.integers(len(pool)))], rng, perspective=0.08,
                                                   jpeg_quality=85)))
         elif kind == "detail":
@@ -119,7 +133,7 @@ def stamp_lot(cutout: Image.Image, pool: list[Image.Image], rng: np.random.Gener
     return [main, *others]
 
 
-def make_lots_set(out: Path, stamp_lots: int = 300, seed: int = 5) -> Path:
+def make_lots_set(out: Path, stamp_lots: int = 300, seed: int = 5, extra: str = "studio") -> Path:
     rng = np.random.default_rng(seed)
     writer = LotsWriter(out)
     # The house re-shoots its lots in other places than where new items are photographed: two background pools, so
@@ -132,7 +146,7 @@ def make_lots_set(out: Path, stamp_lots: int = 300, seed: int = 5) -> Path:
         stamp = stamps[int(index)]
         lot_id = f"stamp/{stamp.id}"
         cutout = load_cutout(stamp)
-        writer.lot(lot_id, stamp_lot(cutout, studio, rng), stamp.category, stamp.title)
+        writer.lot(lot_id, stamp_lot(cutout, studio, rng, extra), stamp.category, stamp.title)
         if position % 2 == 0:
             photos = [make_phone_photo(cutout, elsewhere[int(rng.integers(len(elsewhere)))], rng, perspective=0.12, occlusion=0.3,
                                        light_gradient=True) for _ in range(QUERY_PHOTOS)]
@@ -172,8 +186,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--stamp-lots", type=int, default=300)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--extra-photos", choices=["studio", "mixed"], default="studio",
+                        help="a stamp lot's other photos: studio shots (default), or also re-shoots on real backgrounds")
     args = parser.parse_args()
-    out = make_lots_set(args.out, args.stamp_lots, args.seed)
+    out = make_lots_set(args.out, args.stamp_lots, args.seed, args.extra_photos)
     lots = (out / "catalogue" / "metadata.csv").read_text().count("\n") - 1
     queries = (out / "queries-1.csv").read_text().count("\n") - 1
     print(f"wrote {lots} lots to {out / 'catalogue'} and {queries} new items in {out}/queries-{{1,2,3}}.csv\n"
