@@ -68,6 +68,17 @@ def test_every_backend_is_covered_and_implements_the_whole_contract():
         assert cls.backend == name
 
 
+def test_auto_chooses_by_the_number_of_photo_vectors():
+    from lookalike.index import AUTO_EXACT_LIMIT, AUTO_HNSW_LIMIT, choose_backend
+
+    assert choose_backend("auto", AUTO_EXACT_LIMIT) == "exact"
+    assert choose_backend("auto", AUTO_EXACT_LIMIT + 1) == "hnsw"
+    assert choose_backend("auto", 5_000_000) == "hnsw-pca" and AUTO_HNSW_LIMIT < 5_000_000  # a million lots x 5 photos
+    assert choose_backend("annoy", 5_000_000) == "annoy"
+    with pytest.raises(ValueError, match="unknown index backend"):
+        choose_backend("faiss", 10)
+
+
 def test_excluded_keys_are_left_out_and_k_still_comes_back(backend):
     index = make(backend)
     vectors = unit(300)

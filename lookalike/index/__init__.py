@@ -14,13 +14,20 @@ from lookalike.index.milvus_index import MilvusIndex
 
 BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex,
                                           "annoy": AnnoyIndex, "milvus": MilvusIndex}
-#: Below this many items exact search is both exact and fast enough.
+#: Below this many photo vectors exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
+#: Above this many, hnsw's memory (5.2 GB per million 1280-d vectors, measured: benchmarks/README.md) would take
+#: more than half a 24 GB machine, so auto picks the compressed graph (1.4 GB per million, re-ranked exactly from the
+#: store). A million lots of five photos each is five million vectors: about 7 GB as hnsw-pca, 26 GB as hnsw.
+AUTO_HNSW_LIMIT = 2_000_000
 
 
 def choose_backend(requested: str, item_count: int) -> str:
+    """The backend for a catalogue of ``item_count`` photo vectors."""
     if requested == "auto":
-        return "exact" if item_count <= AUTO_EXACT_LIMIT else "hnsw"
+        if item_count <= AUTO_EXACT_LIMIT:
+            return "exact"
+        return "hnsw" if item_count <= AUTO_HNSW_LIMIT else "hnsw-pca"
     if requested not in BACKENDS:
         raise ValueError(f"unknown index backend {requested!r}; choose auto, {', '.join(BACKENDS)}")
     return requested
@@ -47,5 +54,5 @@ def load_index(directory: Path, *, settings=None, home: Path | None = None,
     return cls.load(directory, **_context(cls, settings, home, vector_source))
 
 
-__all__ = ["AUTO_EXACT_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
+__all__ = ["AUTO_EXACT_LIMIT", "AUTO_HNSW_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
            "MilvusIndex", "VectorIndex", "VectorSource", "choose_backend", "create_index", "load_index"]
