@@ -1,3 +1,0 @@
-from lookalike.cli.main import main
-
-raise SystemExit(main())
