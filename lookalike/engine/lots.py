@@ -48,15 +48,17 @@ def rank_lots(search: PhotoSearch, owners: PhotoOwners, queries: Sequence[np.nda
     returns the n best photo keys per view; ``owners`` maps photo keys to (lot key, position)."""
     want = max(4 * k, 16)
     while True:
-        per_query, seen = [], set()
+        per_query, seen, exhausted = [], set(), True
+        asked = min(want, max(photo_count, 1))
         for views in queries:
-            keys, scores = search(views, min(want, max(photo_count, 1)))
+            keys, scores = search(views, asked)
             best = _best_per_lot(keys, scores, owners(np.unique(keys[keys != MISSING_KEY]).tolist()))
             found = [row[row > -np.inf] for row in scores]
             floor = max((float(row.min()) for row in found if len(row)), default=-np.inf)
             per_query.append((best, floor))
             seen.update(best)
-        if len(seen) >= k or want >= photo_count:
+            exhausted &= all(len(row) < asked for row in found)  # a filter left fewer photos than asked for
+        if len(seen) >= k or want >= photo_count or exhausted:
             break
         want *= 4  # many photos of few lots filled the list: look further
     matches = []
