@@ -110,11 +110,11 @@ class Embedder:
         """One unit vector per image, as stored for catalogue items; raises ImageDecodeError for a bad image."""
         return self.embed_arrays([self.prepare(source) for source in sources])
 
-    def embed_query(self, query: ImageInput, mode: str | None = None) -> np.ndarray:
+    def embed_query(self, query: ImageInput) -> np.ndarray:
         """Unit vectors of the query's views (see encoders/views.py)."""
         # Crops need detail, so decode at twice the model's size.
         image = self.decode(query, 2 * self.encoder.decode_size)
-        views = query_views(image, mode or self.query_mode)
+        views = query_views(image, self.query_mode)
         return self.embed_arrays([self.encoder.preprocess(view) for view in views])
 
     @property

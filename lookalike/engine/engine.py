@@ -284,10 +284,6 @@ class Engine:
                       for hit in hits if hit.price is not None and hit.currency == currency]
         return estimate_price(neighbours, currency)
 
-    def estimate_price_for_vector(self, vector: np.ndarray, k: int = 10, item_filter: ItemFilter = ItemFilter(),
-                                  exclude_keys: Sequence[int] = ()) -> PriceEstimate:
-        return self._estimate([np.atleast_2d(vector)], k, item_filter, exclude_keys)
-
     def estimate_price(self, query: ImageInput | Sequence[ImageInput], k: int = 10,
                        item_filter: ItemFilter = ItemFilter()) -> PriceEstimate:
         """What a photographed item may fetch, from the k most similar sold lots (each counted once)."""
@@ -348,7 +344,6 @@ class Engine:
             return Path(path)
         return photos.thumbnail(self.directory, Path(path), self.embedder.decode_limits)
 
-    thumbnail = photo_file
 
     def info(self) -> dict:
         model_id = self.catalog.model_id

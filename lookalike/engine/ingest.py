@@ -212,9 +212,6 @@ def _embed_here(engine: Engine, lots: list[_Lot], report: IndexReport, on_batch:
             job, array, error = ahead.popleft().result()
             top_up(pool)
             if error:
-                if pending:  # keep the lots' order: what came before is embedded first
-                    embed(pending)
-                    pending = []
                 writer.done(*job, None, error)
                 if on_batch:
                     on_batch(1)
