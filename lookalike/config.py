@@ -49,6 +49,8 @@ class Settings:
     #: Photos a lot may have, and photos one query (one new item) may have.
     max_photos_per_lot: int = 50
     max_query_photos: int = 10
+    #: How many of a search's best lots are checked with local features (0 switches it off).
+    verify_top: int = 10
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     #: With ``index="milvus"``: a server URI (http://host:19530) or a Milvus Lite file; None = milvus.db in the catalogue.
@@ -79,6 +81,7 @@ class Settings:
             cors_origins=tuple(origin.strip() for origin in origins.split(",") if origin.strip()),
             stamps_dir=Path(environ["LOOKALIKE_STAMPS"]) if environ.get("LOOKALIKE_STAMPS") else None,
             debug=_flag(environ.get("LOOKALIKE_DEBUG")),
+            verify_top=int(_number(environ, "LOOKALIKE_VERIFY_TOP", 10)),
         )
         return settings.with_(**overrides)
 

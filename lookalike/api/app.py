@@ -107,7 +107,7 @@ def item_body(item: Item) -> dict:
 
 
 def search_body(result: SearchResult) -> dict:
-    body = result.to_dict()
+    body = result.to_dict(with_match=True)
     for hit in body["results"]:
         hit.update(item_urls(hit["id"], hit["matched_photo"]))
     return body

@@ -39,6 +39,17 @@ class ItemOut(ItemLinks):
     photos: list[PhotoOut] = Field(default_factory=list, description="The lot's photos, the main one first")
 
 
+class Match(BaseModel):
+    """Why a verified hit matched: where the two photos agree."""
+
+    inliers: int = Field(description="Local feature matches that one geometric transform explains")
+    pairs: list[list[float]] = Field(description="Up to 40 matched points [x, y in the query photo, x, y in the lot's "
+                                                 "photo], each 0-1 from the top-left corner")
+    region: list[list[float]] | None = Field(description="The lot photo's corners (top-left, top-right, bottom-right, "
+                                                         "bottom-left) in the query photo, 0-1")
+    colour_difference: float | None = Field(description="Median colour difference (CIELAB a*b*) at the matched points")
+
+
 class Hit(ItemLinks):
     id: str
     score: float = Field(description="Cosine similarity to the query, 1 = identical")
@@ -50,6 +61,13 @@ class Hit(ItemLinks):
     matched_photo: int = Field(0, description="Which of the lot's photos matched best (thumb_url shows it)")
     photo_count: int = 1
     matched_query: int | None = Field(None, description="For several query photos: which of them matched best")
+    sold_at: str | None = None
+    inliers: int | None = Field(None, description="For the verified best lots: local feature matches that one geometric "
+                                                  "transform explains (absent when not verified)")
+    same_object: bool | None = Field(None, description="For the verified best lots: whether the photos show the very "
+                                                       "same object, not one like it")
+    rank_score: float | None = Field(None, description="What verified results are ordered by: score + 0.05 ln(1 + inliers)")
+    match: Match | None = Field(None, description="For a verified hit: the matched points and region")
 
 
 class PricedNeighbour(BaseModel):

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--query-mode", default=DEFAULT_QUERY_MODE, choices=list(QUERY_MODES),
                         help="search with the whole photo only (single, fastest), with it and 18 crops (crops-light) "
                              "or with it and 32 crops (crops, default, most accurate)")
+    parser.add_argument("--verify-top", type=int, default=None, metavar="N",
+                        help="check the N best lots with local features: inliers, same-object verdict, re-ranking "
+                             "(default 10; 0 switches it off; env LOOKALIKE_VERIFY_TOP)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", help="add photos (folders are walked) and/or a metadata file to the catalogue")
@@ -166,13 +169,16 @@ def _print_result(result: SearchResult) -> None:
         print("  no matching items")
         return
     width = min(48, max(len(hit.id) for hit in result.hits))
-    print(f"  {'#':>2}  {'score':>5}  {'id':<{width}}  {'title':<28}  {'category':<14}  {'price':>10}  photo")
+    print(f"  {'#':>2}  {'score':>5}  {'inliers':>7}  {'id':<{width}}  {'title':<28}  {'category':<14}  {'price':>10}  photo")
     for rank, hit in enumerate(result.hits, 1):
         matched = f"{hit.matched_photo + 1} of {hit.photo_count}" if hit.photo_count > 1 else ""
         if hit.matched_query is not None:
             matched += f" (query photo {hit.matched_query + 1})"
-        print(f"  {rank:>2}  {hit.score:5.3f}  {hit.id[:width]:<{width}}  {(hit.title or '')[:28]:<28}  "
-              f"{(hit.category or '')[:14]:<14}  {_money(hit.price, hit.currency):>10}  {matched}".rstrip())
+        if hit.same_object:
+            matched += "  SAME OBJECT"
+        inliers = "" if hit.inliers is None else str(hit.inliers)
+        print(f"  {rank:>2}  {hit.score:5.3f}  {inliers:>7}  {hit.id[:width]:<{width}}  {(hit.title or '')[:28]:<28}  "
+              f"{(hit.category or '')[:14]:<14}  {_money(hit.price, hit.currency):>10}  {matched.strip()}".rstrip())
 
 
 def _print_estimate(estimate: PriceEstimate) -> None:
@@ -392,7 +398,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """The environment's settings with the command line's options laid over them."""
     model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
     return Settings.from_environment(catalog=args.catalog, model=model, index=args.index, query_mode=args.query_mode,
-                                     index_options=_index_options(args.index_option), milvus_uri=args.milvus_uri)
+                                     index_options=_index_options(args.index_option), milvus_uri=args.milvus_uri,
+                                     verify_top=args.verify_top)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

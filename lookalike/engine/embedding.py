@@ -112,7 +112,7 @@ class Embedder:
 
     def embed_query(self, query: ImageInput) -> np.ndarray:
         """Unit vectors of the query's views (see encoders/views.py)."""
-        # Crops need detail, so decode at twice the model's size.
+        # Crops need detail, so decode at twice the model's size (a decoded image is taken as it is).
         image = self.decode(query, 2 * self.encoder.decode_size)
         views = query_views(image, self.query_mode)
         return self.embed_arrays([self.encoder.preprocess(view) for view in views])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,10 @@ from lookalike.engine.live_index import LiveIndex
 from lookalike.engine.lots import rank_lots
 from lookalike.engine.pricing import PricedNeighbour, PriceEstimate, estimate_price
 from lookalike.engine.results import SearchHit, SearchResult
+from lookalike.engine.verification import ShortlistVerifier
 from lookalike.errors import ErrorKind, ExistsError, LookalikeError, NotFoundError
 from lookalike.index import VectorIndex
+from lookalike.matching import LocalFeatures, local_features
 from lookalike.store import Catalog, Item, ItemFilter, Photo
 
 #: The most results one search returns.
@@ -39,6 +41,8 @@ class _Query:
     photos: list[np.ndarray]
     embed_ms: float = 0.0
     exclude_keys: tuple[int, ...] = ()
+    #: Local features of the query's photos, for verifying the best lots (none for text).
+    features: list[LocalFeatures] = field(default_factory=list)
 
 
 class Engine:
@@ -60,6 +64,7 @@ class Engine:
         self.directory = self.catalog.directory
         self.embedder = Embedder(self.settings, self.catalog, encoder)
         self.live_index = LiveIndex(self.catalog, self.settings, lambda: self.model_id, lambda: self.encoder.dim)
+        self.verifier = ShortlistVerifier(self.embedder.decode_limits)
 
     # -- parts -------------------------------------------------------------------------------
     @property
@@ -92,6 +97,7 @@ class Engine:
         self.live_index.flush()
 
     def close(self) -> None:
+        self.verifier.close()
         self.live_index.close()
         self.catalog.close()
 
@@ -215,13 +221,18 @@ class Engine:
             photo = item.photos[match.position] if match.position < len(item.photos) else None
             hits.append(SearchHit(item.id, match.score, item.title, item.category, item.price, item.currency,
                                   photo.path if photo else item.image_path, item.extra, match.position, len(item.photos),
-                                  match.query if len(queries) > 1 else None))
+                                  match.query if len(queries) > 1 else None, item.sold_at))
         return hits
 
     def _answer(self, query: _Query, k: int, item_filter: ItemFilter, with_estimate: bool, started: float) -> SearchResult:
         hits = self._search_lots(query.photos, k, item_filter, query.exclude_keys)
+        verify_started = time.perf_counter()
+        if query.features and self.settings.verify_top > 0:
+            hits = self.verifier.check(query.features, hits, self.settings.verify_top)
+        verify_ms = (time.perf_counter() - verify_started) * 1000
         estimate = self._estimate(query.photos, 10, item_filter, query.exclude_keys) if with_estimate else None
-        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate)
+        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
+                            verify_ms)
 
     def _photo_query(self, images: Sequence[ImageInput]) -> _Query:
         if not images:
@@ -229,8 +240,13 @@ class Engine:
         if len(images) > self.settings.max_query_photos:
             raise LookalikeError(f"{len(images)} query photos, over the limit of {self.settings.max_query_photos}")
         started = time.perf_counter()
-        vectors = [self.embedder.embed_query(image) for image in images]
-        return _Query(" + ".join(describe(image) for image in images), vectors, (time.perf_counter() - started) * 1000)
+        # Crops need detail (twice the model's size), and so do local features.
+        size = max(2 * self.encoder.decode_size, local_features.MAX_SIDE)
+        decoded = [self.embedder.decode(image, size) for image in images]
+        vectors = [self.embedder.embed_query(image) for image in decoded]
+        embed_ms = (time.perf_counter() - started) * 1000
+        features = [self.verifier.query_features(image) for image in decoded] if self.settings.verify_top > 0 else []
+        return _Query(" + ".join(describe(image) for image in images), vectors, embed_ms, features=features)
 
     def _text_query(self, text: str) -> _Query:
         text = text.strip()
@@ -242,7 +258,9 @@ class Engine:
 
     def _item_query(self, item_id: str) -> _Query:
         item, vectors = self._item_vectors(item_id)
-        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos))
+        features = [self.verifier.photo_features(photo.path) for photo in item.photos] if self.settings.verify_top > 0 else []
+        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos),
+                      [found for found in features if found is not None])
 
     def search(self, query: ImageInput | Sequence[ImageInput], k: int = 10, item_filter: ItemFilter = ItemFilter(),
                with_estimate: bool = False) -> SearchResult:
