@@ -35,6 +35,7 @@ from lookalike.api.limits import BodySizeLimit
 from lookalike.api.schemas import (
     ITEM_ID_PATTERN,
     CategoryCount,
+    DuplicatesResponse,
     Health,
     ItemOut,
     ItemPage,
@@ -317,6 +318,14 @@ def create_app(engine: Engine) -> BodySizeLimit:
         if not await run_in_threadpool(engine.remove, [item_id]):
             raise LookalikeError(f"no item with id {item_id!r}", ErrorKind.NOT_FOUND)
         return {"removed": item_id}
+
+    @app.get("/api/duplicates", response_model=DuplicatesResponse, tags=["catalogue"],
+             dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 422),
+             summary="Groups of lots that show the same object (bearer token; slow on a large catalogue)")
+    async def find_duplicates(neighbours: Annotated[int, Query(ge=1, le=100)] = 5,
+                              min_score: Annotated[float, Query(ge=-1, le=1)] = 0.75):
+        report = await run_in_threadpool(engine.duplicates, neighbours, min_score)
+        return report.to_dict()
 
     @app.get("/api/health", response_model=Health, tags=["service"], summary="Liveness and catalogue size")
     async def health():

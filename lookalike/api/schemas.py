@@ -94,6 +94,27 @@ class SearchResponse(BaseModel):
     estimate: Estimate | None = None
 
 
+class DuplicatePairOut(BaseModel):
+    ids: list[str] = Field(description="The two lots")
+    photos: list[int] = Field(description="Which photo of each lot (0 = its main photo) showed the same object")
+    score: float = Field(description="Cosine similarity of the lots' best-matching photos")
+    inliers: int = Field(description="Local feature matches that one geometric transform explains")
+    colour_difference: float | None = None
+
+
+class DuplicateGroupOut(BaseModel):
+    ids: list[str] = Field(description="Lots that show one object")
+    pairs: list[DuplicatePairOut] = Field(description="The verified pairs that joined them: the evidence")
+
+
+class DuplicatesResponse(BaseModel):
+    groups: list[DuplicateGroupOut]
+    lots: int = Field(description="Lots checked")
+    verified_pairs: int = Field(description="Pairs of lots verified with local features")
+    seconds: float = Field(description="How long the check took (a repeated request is answered from memory "
+                                       "until lots or photos change)")
+
+
 class ItemPage(BaseModel):
     items: list[ItemOut]
     total: int

@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     reindex = commands.add_parser("reindex", help="re-embed every item with the current model (--model)")
     reindex.add_argument("--quiet", action="store_true")
 
+    duplicates = commands.add_parser("duplicates", help="groups of lots that show the same object (relisted, imported twice)")
+    duplicates.add_argument("--neighbours", type=int, default=5, help="nearest lots checked per lot (default 5)")
+    duplicates.add_argument("--min-score", type=float, default=0.75,
+                            help="similarity a pair needs before its photos are verified (default 0.75)")
+    duplicates.add_argument("--json", action="store_true", help="one JSON object per group")
+    duplicates.add_argument("--quiet", action="store_true", help="no progress bar")
+
     evaluate_price = commands.add_parser("evaluate-price", help="leave-one-out price error against two baselines")
     evaluate_price.add_argument("-k", type=int, default=10)
     evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many items")
@@ -332,6 +339,26 @@ def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_duplicates(engine: Engine, args: argparse.Namespace) -> int:
+    on_total, on_progress, close = _progress(args.quiet or args.json, "checking lots")
+    try:
+        report = engine.duplicates(args.neighbours, args.min_score, on_total, on_progress)
+    finally:
+        close()
+    if args.json:
+        for group in report.groups:
+            print(json.dumps(group.to_dict(), ensure_ascii=False))
+        return 0
+    print(f"{len(report.groups)} groups of lots showing the same object, among {report.lots} lots "
+          f"({report.verified_pairs} pairs verified, {report.seconds:.1f} s)")
+    for group in report.groups:
+        print("  " + "  =  ".join(group.ids))
+        for pair in group.pairs:
+            print(f"      {pair.ids[0]} photo {pair.photos[0] + 1} ~ {pair.ids[1]} photo {pair.photos[1] + 1}: "
+                  f"{pair.inliers} inliers, score {pair.score:.3f}")
+    return 0
+
+
 def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
     on_total, on_progress, close = _progress(args.quiet or args.json, "evaluating")
     try:
@@ -388,10 +415,10 @@ def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 COMMANDS = {
     "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
     "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price,
-    "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+    "evaluate": _cmd_evaluate, "demo": _cmd_demo, "duplicates": _cmd_duplicates,
     "serve": _cmd_serve, "bench-index": _cmd_bench_index,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index"}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index", "duplicates"}
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -17,7 +17,7 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.encoders import Encoder
-from lookalike.engine import assess, ingest, photos
+from lookalike.engine import assess, duplicates, ingest, photos
 from lookalike.engine.embedding import Embedder, ImageInput, describe
 from lookalike.engine.live_index import LiveIndex
 from lookalike.engine.lots import rank_lots
@@ -65,6 +65,7 @@ class Engine:
         self.embedder = Embedder(self.settings, self.catalog, encoder)
         self.live_index = LiveIndex(self.catalog, self.settings, lambda: self.model_id, lambda: self.encoder.dim)
         self.verifier = ShortlistVerifier(self.embedder.decode_limits)
+        self._duplicates_cache: tuple[tuple, duplicates.DuplicateReport] | None = None
 
     # -- parts -------------------------------------------------------------------------------
     @property
@@ -310,6 +311,20 @@ class Engine:
     def estimate_price_by_id(self, item_id: str, k: int = 10) -> PriceEstimate:
         item, vectors = self._item_vectors(item_id)
         return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos])
+
+    def duplicates(self, neighbours: int = duplicates.NEIGHBOURS, min_score: float = duplicates.MIN_SCORE,
+                   on_total: Callable[[int], None] | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> duplicates.DuplicateReport:
+        """Groups of lots that show the same object (relisted, imported twice): each lot's ``neighbours``
+        nearest lots scoring at least ``min_score`` are verified with local features (engine/duplicates.py).
+        The last report is kept until lots or photos change."""
+        key = (neighbours, min_score, self.model_id, self.catalog.photo_state())
+        cached = self._duplicates_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        report = duplicates.find_duplicates(self, neighbours, min_score, on_total, on_progress)
+        self._duplicates_cache = (key, report)
+        return report
 
     # -- assessment (engine/assess.py) ---------------------------------------------------------
     def evaluate(self, queries_csv: str | os.PathLike, k: int = 10, item_filter: ItemFilter = ItemFilter(),
