@@ -174,3 +174,49 @@ def test_several_photos_of_one_item_and_a_lot_gallery(browser, server, stamps, t
         context.close()
     with httpx.Client(base_url=server.url, timeout=60) as client:
         assert client.delete(f"/api/items/{stamp.id}/photos/1", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_the_same_object_is_marked_and_opening_it_shows_why(browser, server, stamps, tmp_path):
+    """A lot sold before, photographed again by a phone: the card says so, and the item view joins the points."""
+    import httpx
+
+    from tests.conftest import TOKEN
+    from tests.test_duplicates import textured_stamps
+
+    (stamp, cutout), = textured_stamps(stamps, 1)
+    studio = tmp_path / "studio.jpg"
+    on_white(cutout).save(studio, "JPEG", quality=92)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        added = client.post("/api/items", headers=auth, files={"image": ("studio.jpg", studio.read_bytes(), "image/jpeg")},
+                            data={"id": "sold-before", "title": "Sold before", "price": "1200", "currency": "EUR",
+                                  "sold_at": "2024-03-02"})
+        assert added.status_code == 201, added.text
+    phone = tmp_path / "phone.jpg"
+    phone.write_bytes(make_phone_photo(cutout, backgrounds()[2], np.random.default_rng(4), perspective=0.08))
+    try:
+        for width, height in ((375, 800), (1280, 900)):
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            page.goto(server.url + "/")
+            page.set_input_files("#photo-input", str(phone))
+            page.wait_for_selector("#results .card")
+            first = page.locator("#results .card").first
+            assert first.locator("button").get_attribute("data-item-id") == "sold-before"
+            assert first.locator(".same-object").inner_text() == "Same object — sold on 2024-03-02 for 1,200 EUR"
+            marked = page.eval_on_selector_all("#results .card:has(.same-object) button", "bs => bs.map(b => b.dataset.itemId)")
+            assert set(marked) <= {"sold-before", stamp.id}  # the demo catalogue holds this stamp too: the same object
+            first.locator("button").click()
+            page.wait_for_selector("#why:not([hidden])")
+            assert "points agree" in page.text_content("#why-caption")
+            drawn = page.evaluate("""() => { const c = document.getElementById('why-canvas');
+                const pixels = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let bright = 0;
+                for (let i = 0; i < pixels.length; i += 4) if (pixels[i] > 200 && pixels[i + 1] > 180 && pixels[i + 2] < 60) bright++;
+                return {width: c.width, height: c.height, yellow: bright}; }""")
+            assert drawn["width"] > drawn["height"] > 0 and drawn["yellow"] > 50  # the outlined region
+            page.screenshot(path=str(tmp_path / f"same-object-{width}.png"), full_page=True)
+            context.close()
+    finally:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.delete("/api/items/sold-before", headers=auth).status_code == 200

@@ -48,6 +48,8 @@ class Match(BaseModel):
     region: list[list[float]] | None = Field(description="The lot photo's corners (top-left, top-right, bottom-right, "
                                                          "bottom-left) in the query photo, 0-1")
     colour_difference: float | None = Field(description="Median colour difference (CIELAB a*b*) at the matched points")
+    query_photo: int | None = Field(None, description="Which query photo the points are in (0 = the first); for a "
+                                                      "search by item, which of that lot's photos")
 
 
 class Hit(ItemLinks):

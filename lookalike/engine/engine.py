@@ -42,7 +42,7 @@ class _Query:
     embed_ms: float = 0.0
     exclude_keys: tuple[int, ...] = ()
     #: Local features of the query's photos, for verifying the best lots (none for text).
-    features: list[LocalFeatures] = field(default_factory=list)
+    features: list[LocalFeatures | None] = field(default_factory=list)
 
 
 class Engine:
@@ -228,7 +228,7 @@ class Engine:
     def _answer(self, query: _Query, k: int, item_filter: ItemFilter, with_estimate: bool, started: float) -> SearchResult:
         hits = self._search_lots(query.photos, k, item_filter, query.exclude_keys)
         verify_started = time.perf_counter()
-        if query.features and self.settings.verify_top > 0:
+        if any(found is not None for found in query.features) and self.settings.verify_top > 0:
             hits = self.verifier.check(query.features, hits, self.settings.verify_top)
         verify_ms = (time.perf_counter() - verify_started) * 1000
         estimate = self._estimate(query.photos, 10, item_filter, query.exclude_keys) if with_estimate else None
@@ -260,8 +260,7 @@ class Engine:
     def _item_query(self, item_id: str) -> _Query:
         item, vectors = self._item_vectors(item_id)
         features = [self.verifier.photo_features(photo.path) for photo in item.photos] if self.settings.verify_top > 0 else []
-        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos),
-                      [found for found in features if found is not None])
+        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos), features)
 
     def search(self, query: ImageInput | Sequence[ImageInput], k: int = 10, item_filter: ItemFilter = ItemFilter(),
                with_estimate: bool = False) -> SearchResult:

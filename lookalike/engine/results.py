@@ -26,6 +26,8 @@ class SearchHit:
     sold_at: str | None = None
     #: Set when the hit was checked with local features (engine/verification.py).
     verification: Verification | None = None
+    #: Which query photo the verification's evidence comes from (for "more like this", which photo of the lot).
+    verified_query: int | None = None
     same_object: bool | None = None
     rank_score: float | None = None
 
@@ -47,7 +49,7 @@ class SearchHit:
         if self.verification is not None:
             body.update(inliers=self.inliers, same_object=self.same_object, rank_score=round(self.ranking, 4))
             if with_match:
-                body["match"] = self.verification.to_dict()
+                body["match"] = {**self.verification.to_dict(), "query_photo": self.verified_query}
         return body
 
 

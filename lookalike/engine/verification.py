@@ -76,13 +76,17 @@ class ShortlistVerifier:
                 self._cache.popitem(last=False)
         return features
 
-    def check(self, queries: Sequence[LocalFeatures], hits: list[SearchHit], top: int) -> list[SearchHit]:
-        """Verify the first ``top`` hits against their matched photo, then order all hits by the fused score."""
+    def check(self, queries: Sequence[LocalFeatures | None], hits: list[SearchHit], top: int) -> list[SearchHit]:
+        """Verify the first ``top`` hits' matched photos against each query photo (None: one that could not be
+        read), then order all hits by the fused score."""
         def one(hit: SearchHit) -> None:
             candidate = self.photo_features(hit.image_path)
             if candidate is None:
                 return
-            best = max((verify(query, candidate) for query in queries), key=lambda found: found.inliers)
+            tried = [(verify(query, candidate), position) for position, query in enumerate(queries) if query is not None]
+            if not tried:
+                return
+            best, hit.verified_query = max(tried, key=lambda found: found[0].inliers)
             hit.verification = best
             hit.same_object = same_object(best)
             hit.rank_score = fused_score(hit.score, best.inliers)

@@ -131,6 +131,18 @@ function resultCard(hit) {
   score.className = "score small muted";
   score.textContent = `${Math.round(hit.score * 100)}% similar`;
   meta.append(title, line, score);
+  if (hit.same_object) {
+    const badge = document.createElement("span");
+    badge.className = "same-object";
+    const sold = [hit.sold_at ? `sold on ${hit.sold_at}` : "", hit.price !== null ? `for ${money(hit.price, hit.currency)}` : ""];
+    badge.textContent = ["Same object", sold.filter(Boolean).join(" ")].filter(Boolean).join(" — ");
+    meta.append(badge);
+  } else if (hit.inliers) {
+    const points = document.createElement("span");
+    points.className = "small muted";
+    points.textContent = `${hit.inliers} matching points`;
+    meta.append(points);
+  }
   if (hit.photo_count > 1 || hit.matched_query !== undefined && hit.matched_query !== null) {
     const matched = document.createElement("span");
     matched.className = "matched small muted";
@@ -141,12 +153,82 @@ function resultCard(hit) {
     meta.append(matched);
   }
   button.append(image, meta);
-  button.addEventListener("click", () => openItem(hit.id));
+  button.addEventListener("click", () => openItem(hit.id, hit));
   item.append(button);
   return item;
 }
 
-async function openItem(itemId) {
+function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error("photo did not load"));
+    image.src = url;
+  });
+}
+
+// Why a verified result matched: the query photo and the lot's photo side by side, matching points joined,
+// and the outline of where the lot's photo lies in the query photo.
+async function showWhy(hit) {
+  const section = $("why");
+  const match = hit && hit.match;
+  const query = state.lastQuery;
+  section.hidden = true;
+  if (!match || !match.pairs.length || !query) return;
+  const which = match.query_photo || 0;
+  let queryUrl, revoke = false;
+  if (query.blobs && query.blobs[which]) {
+    queryUrl = URL.createObjectURL(query.blobs[which]);
+    revoke = true;
+  } else if (query.itemId) {
+    queryUrl = `/api/items/${encodeURI(query.itemId)}/photos/${which}?size=full`;
+  } else {
+    return;
+  }
+  try {
+    const [left, right] = await Promise.all([loadImage(queryUrl), loadImage(hit.image_url)]);
+    const canvas = $("why-canvas");
+    const gap = 12;
+    const height = Math.min(360, Math.max(left.naturalHeight, right.naturalHeight));
+    const leftWidth = left.naturalWidth * height / left.naturalHeight;
+    const rightWidth = right.naturalWidth * height / right.naturalHeight;
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.round((leftWidth + gap + rightWidth) * ratio);
+    canvas.height = Math.round(height * ratio);
+    canvas.style.aspectRatio = `${leftWidth + gap + rightWidth} / ${height}`;
+    const draw = canvas.getContext("2d");
+    draw.scale(ratio, ratio);
+    draw.drawImage(left, 0, 0, leftWidth, height);
+    draw.drawImage(right, leftWidth + gap, 0, rightWidth, height);
+    if (match.region) {
+      draw.strokeStyle = "#ffd400";
+      draw.lineWidth = 3;
+      draw.beginPath();
+      match.region.forEach(([x, y], index) => draw[index ? "lineTo" : "moveTo"](x * leftWidth, y * height));
+      draw.closePath();
+      draw.stroke();
+    }
+    draw.lineWidth = 1.5;
+    match.pairs.forEach(([qx, qy, cx, cy], index) => {
+      draw.strokeStyle = `hsl(${(index * 47) % 360} 90% 50%)`;
+      draw.beginPath();
+      draw.moveTo(qx * leftWidth, qy * height);
+      draw.lineTo(leftWidth + gap + cx * rightWidth, cy * height);
+      draw.stroke();
+    });
+    canvas.setAttribute("aria-label", `Your photo and the lot's photo side by side: ${match.inliers} matching points` +
+      (match.region ? ", the lot's photo outlined in yours" : ""));
+    $("why-caption").textContent = `${match.inliers} points agree under one perspective` +
+      (hit.same_object ? ": the same object." : ". Not enough to call it the same object.");
+    section.hidden = false;
+  } catch (error) {
+    section.hidden = true;
+  } finally {
+    if (revoke) URL.revokeObjectURL(queryUrl);
+  }
+}
+
+async function openItem(itemId, hit = null) {
   setStatus("Loading item…", "loading");
   try {
     const item = await callApi("/api/items/" + encodeURI(itemId));
@@ -183,6 +265,7 @@ async function openItem(itemId) {
       details.append(term, data);
     }
     $("more-like-this").dataset.itemId = item.id;
+    await showWhy(hit);
     $("item-view").hidden = false;
     $("item-view").scrollIntoView({ behavior: "smooth", block: "start" });
     setStatus("");
