@@ -78,10 +78,24 @@ def _groups(pairs: list[DuplicatePair]) -> list[DuplicateGroup]:
     return sorted(groups.values(), key=lambda group: (-len(group.ids), group.ids))
 
 
+def _verified_pair(engine: Engine, lot_id: str, own: list, hit) -> DuplicatePair | None:
+    """The evidence that a lot (its photos' features ``own``) and a hit show one object, or None."""
+    theirs = engine.verifier.photo_features(hit.image_path)
+    results = [(verify(mine, theirs), position) for position, mine in enumerate(own) if mine is not None and theirs is not None]
+    if not results:
+        return None
+    best, position = max(results, key=lambda result: result[0].inliers)
+    if not same_object(best):
+        return None
+    return DuplicatePair((lot_id, hit.id), (position, hit.matched_photo), hit.score, best.inliers, best.colour_difference)
+
+
 def find_duplicates(engine: Engine, neighbours: int = NEIGHBOURS, min_score: float = MIN_SCORE,
-                    on_total: Callable[[int], None] | None = None,
-                    on_progress: Callable[[int], None] | None = None) -> DuplicateReport:
-    """See Engine.duplicates."""
+                    on_total: Callable[[int], None] | None = None, on_progress: Callable[[int], None] | None = None,
+                    verified: dict[tuple[str, str], DuplicatePair | None] | None = None) -> DuplicateReport:
+    """See Engine.duplicates. ``verified`` keeps each verified pair's outcome (None: not the same object) across
+    calls on an unchanged catalogue, so another ``neighbours`` or ``min_score`` verifies only new pairs."""
+    verified = {} if verified is None else verified
     if not 1 <= neighbours <= 100 or not -1.0 <= min_score <= 1.0:
         raise LookalikeError("neighbours must be 1-100 and min_score between -1 and 1")
     started = time.perf_counter()
@@ -97,19 +111,16 @@ def find_duplicates(engine: Engine, neighbours: int = NEIGHBOURS, min_score: flo
             continue  # removed meanwhile, or photos without a vector (lookalike check reports those)
         hits = engine.search_vector(vectors, neighbours, exclude_keys=[photo.key for photo in lot.photos])
         candidates = [hit for hit in hits if hit.score >= min_score and tuple(sorted((lot.id, hit.id))) not in checked]
-        own = [engine.verifier.photo_features(photo.path) for photo in lot.photos] if candidates else []
+        own = None
         for hit in candidates:
-            checked.add(tuple(sorted((lot.id, hit.id))))
-            theirs = engine.verifier.photo_features(hit.image_path)
-            if theirs is None:
-                continue
-            results = [(verify(mine, theirs), position) for position, mine in enumerate(own) if mine is not None]
-            if not results:
-                continue
-            best, position = max(results, key=lambda result: result[0].inliers)
-            if same_object(best):
-                found.append(DuplicatePair((lot.id, hit.id), (position, hit.matched_photo), hit.score, best.inliers,
-                                           best.colour_difference))
+            pair = tuple(sorted((lot.id, hit.id)))
+            checked.add(pair)
+            if pair not in verified:
+                if own is None:
+                    own = [engine.verifier.photo_features(photo.path) for photo in lot.photos]
+                verified[pair] = _verified_pair(engine, lot.id, own, hit)
+            if verified[pair] is not None:
+                found.append(verified[pair])
         if on_progress:
             on_progress(1)
     return DuplicateReport(_groups(found), len(lots), len(checked), time.perf_counter() - started)

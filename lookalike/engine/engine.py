@@ -65,7 +65,8 @@ class Engine:
         self.embedder = Embedder(self.settings, self.catalog, encoder)
         self.live_index = LiveIndex(self.catalog, self.settings, lambda: self.model_id, lambda: self.encoder.dim)
         self.verifier = ShortlistVerifier(self.embedder.decode_limits)
-        self._duplicates_cache: tuple[tuple, duplicates.DuplicateReport] | None = None
+        #: Duplicate reports and verified pairs, kept while the catalogue's lots and photos stay as they are.
+        self._duplicates_cache: dict = {}
 
     # -- parts -------------------------------------------------------------------------------
     @property
@@ -317,13 +318,14 @@ class Engine:
         """Groups of lots that show the same object (relisted, imported twice): each lot's ``neighbours``
         nearest lots scoring at least ``min_score`` are verified with local features (engine/duplicates.py).
         The last report is kept until lots or photos change."""
-        key = (neighbours, min_score, self.model_id, self.catalog.photo_state())
-        cached = self._duplicates_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        report = duplicates.find_duplicates(self, neighbours, min_score, on_total, on_progress)
-        self._duplicates_cache = (key, report)
-        return report
+        state = (self.model_id, self.catalog.photo_state())
+        if self._duplicates_cache.get("state") != state:
+            self._duplicates_cache = {"state": state, "pairs": {}, "reports": {}}
+        reports = self._duplicates_cache["reports"]
+        if (neighbours, min_score) not in reports:
+            reports[neighbours, min_score] = duplicates.find_duplicates(
+                self, neighbours, min_score, on_total, on_progress, self._duplicates_cache["pairs"])
+        return reports[neighbours, min_score]
 
     # -- assessment (engine/assess.py) ---------------------------------------------------------
     def evaluate(self, queries_csv: str | os.PathLike, k: int = 10, item_filter: ItemFilter = ItemFilter(),
