@@ -30,16 +30,29 @@ class LotMatch:
     query: int
 
 
-def _best_per_lot(keys: np.ndarray, scores: np.ndarray, owners: dict[int, tuple[int, int]]) -> dict[int, tuple[float, int]]:
-    best: dict[int, tuple[float, int]] = {}
+def _best_per_lot(keys: np.ndarray, scores: np.ndarray, owners: dict[int, tuple[int, int]],
+                  second_weight: float = 0.0) -> dict[int, tuple[float, int]]:
+    """Per lot: its best photo's score (plus ``second_weight`` times its second-best photo's) and that photo's position."""
+    per_photo: dict[int, float] = {}
     for key, score in zip(keys.ravel().tolist(), scores.ravel().tolist()):
-        owner = owners.get(key)
-        if key == MISSING_KEY or owner is None:
-            continue
-        item_key, position = owner
-        if score > best.get(item_key, (-np.inf, 0))[0]:
-            best[item_key] = (score, position)
+        if key != MISSING_KEY and key in owners and score > per_photo.get(key, -np.inf):
+            per_photo[key] = score
+    ranked: dict[int, list[tuple[float, int]]] = {}
+    for key, score in per_photo.items():
+        item_key, position = owners[key]
+        ranked.setdefault(item_key, []).append((score, position))
+    best: dict[int, tuple[float, int]] = {}
+    for item_key, photos in ranked.items():
+        photos.sort(reverse=True)
+        score, position = photos[0]
+        if second_weight and len(photos) > 1:
+            score += second_weight * photos[1][0]
+        best[item_key] = (score, position)
     return best
+
+
+#: How much a lot's second-best photo adds to its score (measured in benchmarks/lots_bench.py: it does not pay).
+SECOND_PHOTO_WEIGHT = 0.0
 
 
 def rank_lots(search: PhotoSearch, owners: PhotoOwners, queries: Sequence[np.ndarray], k: int,
@@ -52,7 +65,7 @@ def rank_lots(search: PhotoSearch, owners: PhotoOwners, queries: Sequence[np.nda
         asked = min(want, max(photo_count, 1))
         for views in queries:
             keys, scores = search(views, asked)
-            best = _best_per_lot(keys, scores, owners(np.unique(keys[keys != MISSING_KEY]).tolist()))
+            best = _best_per_lot(keys, scores, owners(np.unique(keys[keys != MISSING_KEY]).tolist()), SECOND_PHOTO_WEIGHT)
             found = [row[row > -np.inf] for row in scores]
             floor = max((float(row.min()) for row in found if len(row)), default=-np.inf)
             per_query.append((best, floor))
