@@ -29,6 +29,9 @@ bench: setup
 	$(BIN)/python benchmarks/index_bench.py --n 100000
 	$(BIN)/python benchmarks/milvus_bench.py
 	$(BIN)/python benchmarks/ray_bench.py
+	$(BIN)/python benchmarks/lots_bench.py
+	$(BIN)/python benchmarks/verify_bench.py
+	$(BIN)/python benchmarks/duplicates_bench.py
 
 clean:
 	rm -rf demo-catalog .pytest_cache

@@ -100,8 +100,10 @@ class DuplicatePairOut(BaseModel):
     ids: list[str] = Field(description="The two lots")
     photos: list[int] = Field(description="Which photo of each lot (0 = its main photo) showed the same object")
     score: float = Field(description="Cosine similarity of the lots' best-matching photos")
-    inliers: int = Field(description="Local feature matches that one geometric transform explains")
+    inliers: int = Field(description="Local feature matches that one geometric transform explains (-1: not verified, "
+                                     "the photos are one file's bytes)")
     colour_difference: float | None = None
+    identical: bool = Field(False, description="The two photos are byte for byte the same file (a double import)")
 
 
 class DuplicateGroupOut(BaseModel):

@@ -354,8 +354,9 @@ def _cmd_duplicates(engine: Engine, args: argparse.Namespace) -> int:
     for group in report.groups:
         print("  " + "  =  ".join(group.ids))
         for pair in group.pairs:
+            evidence = "the same photo file" if pair.identical else f"{pair.inliers} inliers"
             print(f"      {pair.ids[0]} photo {pair.photos[0] + 1} ~ {pair.ids[1]} photo {pair.photos[1] + 1}: "
-                  f"{pair.inliers} inliers, score {pair.score:.3f}")
+                  f"{evidence}, score {pair.score:.3f}")
     return 0
 
 

@@ -7,14 +7,17 @@ joined into groups (a relisted piece sold three times is one group of three).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookalike.engine.verification import same_object
 from lookalike.errors import LookalikeError
 from lookalike.matching import verify
+from lookalike.store import Item
 
 if TYPE_CHECKING:
     from lookalike.engine.engine import Engine
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 #: Nearest lots asked per lot, and the CNN score a pair needs before it is verified.
 NEIGHBOURS = 5
 MIN_SCORE = 0.75
+#: A pair this alike is checked for byte-identical photos first.
+IDENTICAL_SCORE = 0.99
 
 
 @dataclass
@@ -32,10 +37,13 @@ class DuplicatePair:
     score: float
     inliers: int
     colour_difference: float | None
+    #: The two photos are one file's bytes (a double import): no verification needed (inliers -1).
+    identical: bool = False
 
     def to_dict(self) -> dict:
         return {"ids": list(self.ids), "photos": list(self.photos), "score": round(self.score, 4), "inliers": self.inliers,
-                "colour_difference": None if self.colour_difference is None else round(self.colour_difference, 2)}
+                "colour_difference": None if self.colour_difference is None else round(self.colour_difference, 2),
+                "identical": self.identical}
 
 
 @dataclass
@@ -78,8 +86,31 @@ def _groups(pairs: list[DuplicatePair]) -> list[DuplicateGroup]:
     return sorted(groups.values(), key=lambda group: (-len(group.ids), group.ids))
 
 
-def _verified_pair(engine: Engine, lot_id: str, own: list, hit) -> DuplicatePair | None:
+def _file_digest(path: str | None) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def _identical_photo(lot: Item, hit) -> int | None:
+    """The position of a photo of ``lot`` whose file holds the very bytes of the hit's matched photo (a double
+    import), or None. Flat objects (a plain flag) have too few keypoints to verify, but not too few bytes."""
+    if hit.score < IDENTICAL_SCORE:
+        return None
+    theirs = _file_digest(hit.image_path)
+    for position, photo in enumerate(lot.photos):
+        if theirs is not None and _file_digest(photo.path) == theirs:
+            return position
+    return None
+
+
+def _verified_pair(engine: Engine, lot: Item, own: list, hit) -> DuplicatePair | None:
     """The evidence that a lot (its photos' features ``own``) and a hit show one object, or None."""
+    identical = _identical_photo(lot, hit)
+    if identical is not None:
+        return DuplicatePair((lot.id, hit.id), (identical, hit.matched_photo), hit.score, -1, 0.0, identical=True)
+    lot_id = lot.id
     theirs = engine.verifier.photo_features(hit.image_path)
     results = [(verify(mine, theirs), position) for position, mine in enumerate(own) if mine is not None and theirs is not None]
     if not results:
@@ -118,7 +149,7 @@ def find_duplicates(engine: Engine, neighbours: int = NEIGHBOURS, min_score: flo
             if pair not in verified:
                 if own is None:
                     own = [engine.verifier.photo_features(photo.path) for photo in lot.photos]
-                verified[pair] = _verified_pair(engine, lot.id, own, hit)
+                verified[pair] = _verified_pair(engine, lot, own, hit)
             if verified[pair] is not None:
                 found.append(verified[pair])
         if on_progress:

@@ -26,6 +26,8 @@ MIN_MATCHES = 8
 THRESHOLD = 6.0
 #: How many of the inlier pairs a Verification keeps to show (the strongest first).
 KEPT_PAIRS = 40
+#: Chroma (CIELAB a*b* distance from grey) above which a point has a colour worth comparing.
+CHROMATIC = 12.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Verification:
     pairs: np.ndarray
     #: The catalogue photo's corners (top-left, top-right, bottom-right, bottom-left) in the query photo, 0-1.
     region: np.ndarray | None
-    #: Median CIELAB chroma difference (a, b) between the two photos at the inliers: colour variants differ.
+    #: Median CIELAB a*b* difference between the two photos at the inliers that have a colour (at all of them
+    #: when fewer than 5 do): a colour variant differs there, while black outlines and white grounds agree.
     colour_difference: float | None
 
     @staticmethod
@@ -105,7 +108,10 @@ def verify(query: LocalFeatures, candidate: LocalFeatures, method: str = DEFAULT
     inlier_matches = [matches[row] for row in inlier_rows]
     query_colours = query.colours[[match.queryIdx for match in inlier_matches]]
     candidate_colours = candidate.colours[[match.trainIdx for match in inlier_matches]]
-    chroma = float(np.median(np.linalg.norm(query_colours[:, 1:] - candidate_colours[:, 1:], axis=1)))
+    differences = np.linalg.norm(query_colours[:, 1:] - candidate_colours[:, 1:], axis=1)
+    coloured = np.maximum(np.linalg.norm(query_colours[:, 1:] - 128, axis=1),
+                          np.linalg.norm(candidate_colours[:, 1:] - 128, axis=1)) > CHROMATIC
+    chroma = float(np.median(differences[coloured] if coloured.sum() >= 5 else differences))
     strongest = np.argsort([match.distance for match in inlier_matches])[:KEPT_PAIRS]
     query_size = np.float32(query.size)
     candidate_size = np.float32(candidate.size)
