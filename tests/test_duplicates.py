@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import numpy as np
@@ -98,12 +99,22 @@ def test_the_api_lists_duplicates_for_the_token_holder(catalogue, tmp_path):
     catalogue.flush()
     server = Server(catalogue.directory, {"LOOKALIKE_API_TOKEN": TOKEN})
     try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.get(f"{server.url}/api/duplicates").status_code == 401
-        response = httpx.get(f"{server.url}/api/duplicates", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        started = httpx.get(f"{server.url}/api/duplicates", headers=auth)
+        assert started.status_code == 202 and started.headers["Retry-After"] == "5"
+        assert started.json()["status"] == "running"
+        other = httpx.get(f"{server.url}/api/duplicates?neighbours=7", headers=auth)
+        assert other.status_code in (200, 503) and ("error" in other.json() or "groups" in other.json())
+        deadline = time.monotonic() + 120
+        while (response := httpx.get(f"{server.url}/api/duplicates", headers=auth)).status_code == 202:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
         assert response.status_code == 200
         assert [group["ids"] for group in response.json()["groups"]] == [["first", "first-imported-again"],
                                                                          ["second", "second-relisted"]]
-        bad = httpx.get(f"{server.url}/api/duplicates?min_score=3", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert httpx.get(f"{server.url}/api/duplicates", headers=auth).json() == response.json()  # kept
+        bad = httpx.get(f"{server.url}/api/duplicates?min_score=3", headers=auth)
         assert bad.status_code == 422 and "error" in bad.json()
     finally:
         server.stop()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
@@ -117,6 +117,12 @@ class DuplicatesResponse(BaseModel):
     verified_pairs: int = Field(description="Pairs of lots verified with local features")
     seconds: float = Field(description="How long the check took (a repeated request is answered from memory "
                                        "until lots or photos change)")
+
+
+class DuplicatesRunning(BaseModel):
+    status: Literal["running"] = "running"
+    lots_checked: int = Field(description="Lots checked so far")
+    lots: int = Field(description="Lots to check (0 while starting)")
 
 
 class ItemPage(BaseModel):

@@ -17,7 +17,8 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.encoders import Encoder
-from lookalike.engine import assess, duplicates, ingest, photos
+from lookalike.engine import assess, ingest, photos
+from lookalike.engine import duplicates as duplicate_lots
 from lookalike.engine.embedding import Embedder, ImageInput, describe
 from lookalike.engine.live_index import LiveIndex
 from lookalike.engine.lots import rank_lots
@@ -312,20 +313,27 @@ class Engine:
         item, vectors = self._item_vectors(item_id)
         return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos])
 
-    def duplicates(self, neighbours: int = duplicates.NEIGHBOURS, min_score: float = duplicates.MIN_SCORE,
+    def duplicates(self, neighbours: int = duplicate_lots.NEIGHBOURS, min_score: float = duplicate_lots.MIN_SCORE,
                    on_total: Callable[[int], None] | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> duplicates.DuplicateReport:
+                   on_progress: Callable[[int], None] | None = None) -> duplicate_lots.DuplicateReport:
         """Groups of lots that show the same object (relisted, imported twice): each lot's ``neighbours``
         nearest lots scoring at least ``min_score`` are verified with local features (engine/duplicates.py).
-        The last report is kept until lots or photos change."""
+        The report is kept until lots or photos change (``cached_duplicates``)."""
+        cached = self.cached_duplicates(neighbours, min_score)
+        if cached is not None:
+            return cached
+        report = duplicate_lots.find_duplicates(self, neighbours, min_score, on_total, on_progress,
+                                            self._duplicates_cache["pairs"])
+        self._duplicates_cache["reports"][neighbours, min_score] = report
+        return report
+
+    def cached_duplicates(self, neighbours: int = duplicate_lots.NEIGHBOURS,
+                          min_score: float = duplicate_lots.MIN_SCORE) -> duplicate_lots.DuplicateReport | None:
+        """The last duplicates report for these settings, if the catalogue's lots and photos are unchanged since."""
         state = (self.model_id, self.catalog.photo_state())
         if self._duplicates_cache.get("state") != state:
             self._duplicates_cache = {"state": state, "pairs": {}, "reports": {}}
-        reports = self._duplicates_cache["reports"]
-        if (neighbours, min_score) not in reports:
-            reports[neighbours, min_score] = duplicates.find_duplicates(
-                self, neighbours, min_score, on_total, on_progress, self._duplicates_cache["pairs"])
-        return reports[neighbours, min_score]
+        return self._duplicates_cache["reports"].get((neighbours, min_score))
 
     # -- assessment (engine/assess.py) ---------------------------------------------------------
     def evaluate(self, queries_csv: str | os.PathLike, k: int = 10, item_filter: ItemFilter = ItemFilter(),
