@@ -19,6 +19,34 @@ from lookalike.engine import Engine
 REPO = Path(__file__).resolve().parents[1]
 
 
+def textured_stamps(stamps, count: int) -> list:
+    """(stamp, cutout) for large, colourful, asymmetric stamps: objects with enough detail to verify point by point."""
+    from PIL import ImageOps
+
+    from lookalike.demo import load_cutout, on_white
+
+    chosen = []
+    for stamp in stamps:
+        cutout = load_cutout(stamp)
+        white = on_white(cutout)
+        saturation = np.asarray(white.convert("HSV"))[..., 1].mean()
+        asymmetry = np.abs(np.asarray(white, np.float32) - np.asarray(ImageOps.mirror(white), np.float32)).mean()
+        if saturation > 60 and asymmetry > 20 and min(cutout.size) >= 300:
+            chosen.append((stamp, cutout))
+            if len(chosen) == count:
+                return chosen
+    pytest.fail("not enough textured stamps")
+
+
+def hue_turned(image, degrees: int = 120):
+    """A colour variant: the same picture with every hue turned."""
+    from PIL import Image
+
+    hsv = np.asarray(image.convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + degrees * 256 // 360) % 256
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
 @pytest.fixture(scope="session")
 def encoder():
     return load_encoder(DEFAULT_MODEL)

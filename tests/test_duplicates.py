@@ -11,24 +11,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike import Engine, Item
-from lookalike.demo import load_cutout, on_white, tilt
-from tests.conftest import TOKEN, Server, run_cli
-from tests.test_verification import hue_turned
-
-
-def textured_stamps(stamps, count: int) -> list:
-    """Large, colourful, asymmetric stamps: objects with enough detail to verify."""
-    chosen = []
-    for stamp in stamps:
-        cutout = load_cutout(stamp)
-        white = on_white(cutout)
-        saturation = np.asarray(white.convert("HSV"))[..., 1].mean()
-        asymmetry = np.abs(np.asarray(white, np.float32) - np.asarray(ImageOps.mirror(white), np.float32)).mean()
-        if saturation > 60 and asymmetry > 20 and min(cutout.size) >= 300:
-            chosen.append((stamp, cutout))
-        if len(chosen) == count:
-            return chosen
-    pytest.fail("not enough textured stamps")
+from lookalike.demo import on_white, tilt
+from tests.conftest import TOKEN, Server, hue_turned, run_cli, textured_stamps
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -12,16 +13,10 @@ from lookalike import Engine, Item
 from lookalike.demo import OPENCV_LOCATIONS, backgrounds, load_cutout, make_phone_photo, on_white
 from lookalike.engine.verification import same_object
 from lookalike.matching import extract, verify
-from tests.conftest import run_cli
+from tests.conftest import hue_turned, run_cli, textured_stamps
 
 OPENCV = next((folder for folder in OPENCV_LOCATIONS if (folder / "box.png").exists()), None)
 TINY_SPEC = "python:tests.tiny_encoder:TinyEncoder"
-
-
-def hue_turned(image: Image.Image, degrees: int = 120) -> Image.Image:
-    hsv = np.asarray(image.convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(int) + degrees * 256 // 360) % 256
-    return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +29,9 @@ def opencv():
 @pytest.fixture(scope="module")
 def colourful_stamp(stamps):
     """A stamp with strong colours and no mirror symmetry, on white, and a phone photo of it."""
-    for stamp in stamps:
-        cutout = load_cutout(stamp)
-        white = on_white(cutout)
-        saturation = np.asarray(white.convert("HSV"))[..., 1].mean()
-        asymmetry = np.abs(np.asarray(white, np.float32) - np.asarray(ImageOps.mirror(white), np.float32)).mean()
-        if saturation > 60 and asymmetry > 20 and min(cutout.size) >= 300:
-            phone = make_phone_photo(cutout, backgrounds()[1], np.random.default_rng(3), perspective=0.08)
-            return stamp, white, Image.open(__import__("io").BytesIO(phone)).convert("RGB")
-    pytest.fail("no colourful asymmetric stamp")
+    (stamp, cutout), = textured_stamps(stamps, 1)
+    phone = make_phone_photo(cutout, backgrounds()[1], np.random.default_rng(3), perspective=0.08)
+    return stamp, on_white(cutout), Image.open(io.BytesIO(phone)).convert("RGB")
 
 
 def test_a_real_second_photo_verifies_and_the_region_outlines_the_object(opencv):

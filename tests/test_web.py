@@ -180,8 +180,7 @@ def test_the_same_object_is_marked_and_opening_it_shows_why(browser, server, sta
     """A lot sold before, photographed again by a phone: the card says so, and the item view joins the points."""
     import httpx
 
-    from tests.conftest import TOKEN
-    from tests.test_duplicates import textured_stamps
+    from tests.conftest import TOKEN, textured_stamps
 
     (stamp, cutout), = textured_stamps(stamps, 1)
     studio = tmp_path / "studio.jpg"
