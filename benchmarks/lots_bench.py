@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--query-mode", default="crops")
     parser.add_argument("--extra-photos", choices=["studio", "mixed"], default="studio",
                         help="how the set is made when it does not exist yet (see make_lots_set.py)")
-    parser.add_argument("--second-photo-weights", default="0",
-                        help="comma-separated weights of a lot's second-best photo in its score, each measured with all "
-                             "photos indexed (default 0: the best photo alone)")
+    parser.add_argument("--second-photo-weights", default=str(lots.SECOND_PHOTO_WEIGHT),
+                        help="comma-separated weights of a lot's second-best photo in its rank, each measured with all "
+                             f"photos indexed (default {lots.SECOND_PHOTO_WEIGHT}, the engine's; 0: the best photo alone)")
     parser.add_argument("--verify-top", type=int, default=0,
                         help="verify the N best lots with local features (default 0: the CNN's lot scores alone)")
     args = parser.parse_args()

@@ -68,7 +68,8 @@ class Hit(ItemLinks):
                                                   "transform explains (absent when not verified)")
     same_object: bool | None = Field(None, description="For the verified best lots: whether the photos show the very "
                                                        "same object, not one like it")
-    rank_score: float | None = Field(None, description="What verified results are ordered by: score + 0.05 ln(1 + inliers)")
+    rank_score: float | None = Field(None, description="What results are ordered by: score + 0.25 x the lot's second-best "
+                                                      "photo's score, + 0.05 ln(1 + inliers) when verified")
     match: Match | None = Field(None, description="For a verified hit: the matched points and region")
 
 

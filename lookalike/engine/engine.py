@@ -224,7 +224,7 @@ class Engine:
             photo = item.photos[match.position] if match.position < len(item.photos) else None
             hits.append(SearchHit(item.id, match.score, item.title, item.category, item.price, item.currency,
                                   photo.path if photo else item.image_path, item.extra, match.position, len(item.photos),
-                                  match.query if len(queries) > 1 else None, item.sold_at))
+                                  match.query if len(queries) > 1 else None, item.sold_at, rank_score=match.ranking))
         return hits
 
     def _answer(self, query: _Query, k: int, item_filter: ItemFilter, with_estimate: bool, started: float) -> SearchResult:

@@ -33,7 +33,8 @@ class SearchHit:
 
     @property
     def ranking(self) -> float:
-        """What results are ordered by: the score fused with the inliers when verified, else the score."""
+        """What results are ordered by: the score with the lot's second photo's share and, when verified, the
+        inliers' (engine/lots.py, engine/verification.py)."""
         return self.score if self.rank_score is None else self.rank_score
 
     @property
@@ -46,8 +47,9 @@ class SearchHit:
                 "matched_photo": self.matched_photo, "photo_count": self.photo_count, "sold_at": self.sold_at}
         if self.matched_query is not None:
             body["matched_query"] = self.matched_query
+        body["rank_score"] = round(self.ranking, 4)
         if self.verification is not None:
-            body.update(inliers=self.inliers, same_object=self.same_object, rank_score=round(self.ranking, 4))
+            body.update(inliers=self.inliers, same_object=self.same_object)
             if with_match:
                 body["match"] = {**self.verification.to_dict(), "query_photo": self.verified_query}
         return body

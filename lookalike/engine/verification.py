@@ -34,8 +34,9 @@ def same_object(verification: Verification) -> bool:
             and verification.colour_difference <= SAME_OBJECT_MAX_COLOUR)
 
 
-def fused_score(score: float, inliers: int) -> float:
-    return score + FUSION_WEIGHT * math.log1p(inliers)
+def fused_score(ranking: float, inliers: int) -> float:
+    """A lot's rank (its score, with its second photo's share) with the verification's say added."""
+    return ranking + FUSION_WEIGHT * math.log1p(inliers)
 
 
 class ShortlistVerifier:
@@ -89,7 +90,7 @@ class ShortlistVerifier:
             best, hit.verified_query = max(tried, key=lambda found: found[0].inliers)
             hit.verification = best
             hit.same_object = same_object(best)
-            hit.rank_score = fused_score(hit.score, best.inliers)
+            hit.rank_score = fused_score(hit.ranking, best.inliers)
 
         shortlist = hits[:top]
         list(self._pool.map(one, shortlist))
