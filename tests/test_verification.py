@@ -99,6 +99,9 @@ def test_the_search_verifies_its_best_lots_and_names_the_same_object(lookalike_e
     assert verdicts["mirror"] is False and verdicts["colour"] is False
     assert [hit.id for hit in hits if hit.same_object] == ["original"]
     assert hits[0].id == "original"  # its inliers lift it whatever the tiny encoder's score
+    # The ten best are verified whatever k: asked for one result, the lot the points agree with is that one.
+    only = engine.search(folder / "phone.jpg", k=1).hits
+    assert [hit.id for hit in only] == ["original"] and only[0].same_object
     assert [hit.ranking for hit in hits] == sorted((hit.ranking for hit in hits), reverse=True)
     body = hits[0].to_dict(with_match=True)
     assert body["inliers"] >= 20 and body["sold_at"] == "2025-05-17"

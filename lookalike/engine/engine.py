@@ -228,10 +228,13 @@ class Engine:
         return hits
 
     def _answer(self, query: _Query, k: int, item_filter: ItemFilter, with_estimate: bool, started: float) -> SearchResult:
-        hits = self._search_lots(query.photos, k, item_filter, query.exclude_keys)
+        verifying = any(found is not None for found in query.features) and self.settings.verify_top > 0
+        # The shortlist verified is the verify_top best lots whatever k: a lot just below the k asked for may rise.
+        shortlist = max(k, min(self.settings.verify_top, MAX_K)) if verifying else k
+        hits = self._search_lots(query.photos, shortlist, item_filter, query.exclude_keys)
         verify_started = time.perf_counter()
-        if any(found is not None for found in query.features) and self.settings.verify_top > 0:
-            hits = self.verifier.check(query.features, hits, self.settings.verify_top)
+        if verifying:
+            hits = self.verifier.check(query.features, hits, self.settings.verify_top)[:k]
         verify_ms = (time.perf_counter() - verify_started) * 1000
         estimate = self._estimate(query.photos, 10, item_filter, query.exclude_keys) if with_estimate else None
         return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
