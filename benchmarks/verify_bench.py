@@ -196,7 +196,10 @@ def retrieval_part(root: Path, engine: Engine, photos: int) -> list[dict]:
             if mode == "off":
                 ranked_off.append([hit.id for hit in hits])
             else:
-                verified.append([(hit.id, hit.score, hit.inliers or 0, bool(hit.same_object)) for hit in hits])
+                # The lot's rank before verification (its score with its second photo's share), so that the sweep
+                # below re-weighs only the inliers' say.
+                verified.append([(hit.id, hit.ranking - verification.FUSION_WEIGHT * math.log1p(hit.inliers or 0),
+                                  hit.inliers or 0, bool(hit.same_object)) for hit in hits])
     relevant = [row["relevant_ids"] for row in queries]
 
     def figures(rankings: list[list[str]]) -> dict:
@@ -204,7 +207,7 @@ def retrieval_part(root: Path, engine: Engine, photos: int) -> list[dict]:
         ap = np.mean([1 / (ranking.index(want) + 1) if want in ranking else 0.0 for ranking, want in zip(rankings, relevant)])
         return {"r@1": round(float(top1), 3), "mAP@10": round(float(ap), 3)}
 
-    rows.append({"query photos": photos, "ranking": "CNN score (verification off)", **figures(ranked_off),
+    rows.append({"query photos": photos, "ranking": "lot rank (verification off)", **figures(ranked_off),
                  "ms/query p50": round(statistics.median(elapsed["off"]))})
     for weight in WEIGHTS:
         if weight == "inliers only":
@@ -214,7 +217,7 @@ def retrieval_part(root: Path, engine: Engine, photos: int) -> list[dict]:
             def key(hit, weight=weight):
                 return -(hit[1] + weight * math.log1p(hit[2]))
         reranked = [[hit[0] for hit in sorted(hits, key=key)] for hits in verified]
-        label = f"verified top 10, score + {weight} ln(1+inliers)" if weight != "inliers only" else "verified top 10, inliers only"
+        label = f"verified top 10, rank + {weight} ln(1+inliers)" if weight != "inliers only" else "verified top 10, inliers only"
         rows.append({"query photos": photos, "ranking": label, **figures(reranked),
                      "ms/query p50": round(statistics.median(elapsed["on"]))})
     said_same = [(hits[0][0] == want) for hits, want in zip(verified, relevant) if hits and hits[0][3]]
