@@ -35,7 +35,8 @@ def result_ids(page) -> list[str]:
 
 def test_upload_shows_the_item_first_with_estimate_and_time(page, phone_photo):
     item_id, path = phone_photo
-    assert "items in the catalogue" in page.text_content("#catalog-size")
+    # The catalogue's size arrives by its own request after the page loads.
+    page.wait_for_function("document.querySelector('#catalog-size').textContent.includes('items in the catalogue')")
     page.set_input_files("#photo-input", str(path))
     page.wait_for_selector("#results .card")
     assert result_ids(page)[0] == item_id
