@@ -342,7 +342,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
                               min_score: Annotated[float, Query(ge=-1, le=1)] = 0.75):
         """The check goes through every lot, so on a large catalogue it takes minutes (about 5 per 10,000 lots on 2
         cores): the first request starts it in the background and is answered 202; ask again until the report comes
-        (200). A report is kept until lots or photos change. One check runs at a time: 503 while another runs."""
+        (200). A report is kept until the catalogue changes. One check runs at a time: 503 while another runs."""
         report = await run_in_threadpool(engine.cached_duplicates, neighbours, min_score)
         if report is not None:
             return report.to_dict()

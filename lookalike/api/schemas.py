@@ -117,7 +117,7 @@ class DuplicatesResponse(BaseModel):
     lots: int = Field(description="Lots checked")
     verified_pairs: int = Field(description="Pairs of lots verified with local features")
     seconds: float = Field(description="How long the check took (a repeated request is answered from memory "
-                                       "until lots or photos change)")
+                                       "until the catalogue changes)")
 
 
 class DuplicatesRunning(BaseModel):

@@ -110,7 +110,6 @@ def _verified_pair(engine: Engine, lot: Item, own: list, hit) -> DuplicatePair |
     identical = _identical_photo(lot, hit)
     if identical is not None:
         return DuplicatePair((lot.id, hit.id), (identical, hit.matched_photo), hit.score, -1, 0.0, identical=True)
-    lot_id = lot.id
     theirs = engine.verifier.photo_features(hit.image_path)
     results = [(verify(mine, theirs), position) for position, mine in enumerate(own) if mine is not None and theirs is not None]
     if not results:
@@ -118,7 +117,7 @@ def _verified_pair(engine: Engine, lot: Item, own: list, hit) -> DuplicatePair |
     best, position = max(results, key=lambda result: result[0].inliers)
     if not same_object(best):
         return None
-    return DuplicatePair((lot_id, hit.id), (position, hit.matched_photo), hit.score, best.inliers, best.colour_difference)
+    return DuplicatePair((lot.id, hit.id), (position, hit.matched_photo), hit.score, best.inliers, best.colour_difference)
 
 
 def find_duplicates(engine: Engine, neighbours: int = NEIGHBOURS, min_score: float = MIN_SCORE,

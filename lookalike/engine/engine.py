@@ -66,7 +66,7 @@ class Engine:
         self.embedder = Embedder(self.settings, self.catalog, encoder)
         self.live_index = LiveIndex(self.catalog, self.settings, lambda: self.model_id, lambda: self.encoder.dim)
         self.verifier = ShortlistVerifier(self.embedder.decode_limits)
-        #: Duplicate reports and verified pairs, kept while the catalogue's lots and photos stay as they are.
+        #: Duplicate reports and verified pairs, kept while the catalogue stays as it is (its generation).
         self._duplicates_cache: dict = {}
 
     # -- parts -------------------------------------------------------------------------------
@@ -232,13 +232,10 @@ class Engine:
         # The shortlist verified is the verify_top best lots whatever k: a lot just below the k asked for may rise.
         shortlist = max(k, min(self.settings.verify_top, MAX_K)) if verifying else k
         hits = self._search_lots(query.photos, shortlist, item_filter, query.exclude_keys)
-        verify_started = time.perf_counter()
         if verifying:
             hits = self.verifier.check(query.features, hits, self.settings.verify_top)[:k]
-        verify_ms = (time.perf_counter() - verify_started) * 1000
         estimate = self._estimate(query.photos, 10, item_filter, query.exclude_keys) if with_estimate else None
-        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
-                            verify_ms)
+        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate)
 
     def _photo_query(self, images: Sequence[ImageInput]) -> _Query:
         if not images:
@@ -321,7 +318,7 @@ class Engine:
                    on_progress: Callable[[int], None] | None = None) -> duplicate_lots.DuplicateReport:
         """Groups of lots that show the same object (relisted, imported twice): each lot's ``neighbours``
         nearest lots scoring at least ``min_score`` are verified with local features (engine/duplicates.py).
-        The report is kept until lots or photos change (``cached_duplicates``)."""
+        The report is kept until the catalogue changes (``cached_duplicates``)."""
         cached = self.cached_duplicates(neighbours, min_score)
         if cached is not None:
             return cached
@@ -332,8 +329,8 @@ class Engine:
 
     def cached_duplicates(self, neighbours: int = duplicate_lots.NEIGHBOURS,
                           min_score: float = duplicate_lots.MIN_SCORE) -> duplicate_lots.DuplicateReport | None:
-        """The last duplicates report for these settings, if the catalogue's lots and photos are unchanged since."""
-        state = (self.model_id, self.catalog.photo_state())
+        """The last duplicates report for these settings, if the catalogue is unchanged since."""
+        state = (self.model_id, self.catalog.generation)
         if self._duplicates_cache.get("state") != state:
             self._duplicates_cache = {"state": state, "pairs": {}, "reports": {}}
         return self._duplicates_cache["reports"].get((neighbours, min_score))

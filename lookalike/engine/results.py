@@ -62,7 +62,6 @@ class SearchResult:
     took_ms: float
     embed_ms: float = 0.0
     estimate: PriceEstimate | None = None
-    verify_ms: float = 0.0
 
     def to_dict(self, with_match: bool = False) -> dict:
         """``with_match`` adds each verified hit's matched point pairs and region (for drawing why it matched)."""

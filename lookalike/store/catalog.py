@@ -382,13 +382,6 @@ class Catalog:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
-    def photo_state(self) -> tuple[int, int, int]:
-        """(items, photos, highest photo key): changes whenever lots or photos are added or removed."""
-        with self._lock:
-            items = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            photos, highest = self._db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) FROM photos").fetchone()
-        return items, photos, highest
-
     def count_vectors(self, model_id: str) -> int:
         """Photo vectors of ``model_id``."""
         with self._lock:
