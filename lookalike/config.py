@@ -51,6 +51,10 @@ class Settings:
     max_query_photos: int = 10
     #: How many of a search's best lots are checked with local features (0 switches it off).
     verify_top: int = 10
+    #: The share of hammer prices a price range should hold (calibrated on the catalogue's own sales).
+    price_level: float = 0.8
+    #: How often, leave-one-out, a suggested attribute must be right for that field to be suggested.
+    suggest_accuracy: float = 0.9
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     #: With ``index="milvus"``: a server URI (http://host:19530) or a Milvus Lite file; None = milvus.db in the catalogue.
@@ -82,6 +86,8 @@ class Settings:
             stamps_dir=Path(environ["LOOKALIKE_STAMPS"]) if environ.get("LOOKALIKE_STAMPS") else None,
             debug=_flag(environ.get("LOOKALIKE_DEBUG")),
             verify_top=int(_number(environ, "LOOKALIKE_VERIFY_TOP", 10)),
+            price_level=_number(environ, "LOOKALIKE_PRICE_LEVEL", 0.8),
+            suggest_accuracy=_number(environ, "LOOKALIKE_SUGGEST_ACCURACY", 0.9),
         )
         return settings.with_(**overrides)
 

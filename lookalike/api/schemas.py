@@ -78,16 +78,37 @@ class PricedNeighbour(BaseModel):
     score: float
     price: float
     title: str | None = None
+    sold_at: str | None = None
+    adjusted_price: float | None = Field(None, description="The price brought to today by the catalogue's price "
+                                                           "index (lots with sale dates)")
 
 
 class Estimate(BaseModel):
-    price: float | None = Field(description="The estimate; null when no similar item has a price")
-    low: float | None = Field(description="Low end of the likely range (weighted 25th percentile of the neighbours)")
-    high: float | None = Field(description="High end of the likely range (weighted 75th percentile)")
+    price: float | None = Field(description="The estimate; null when declined (see `declined`)")
+    low: float | None = Field(description="Low end of the range")
+    high: float | None = Field(description="High end of the range")
     currency: str | None = None
-    low_confidence: bool = Field(description="True when even the closest priced item is not close")
+    low_confidence: bool = Field(description="True when no estimate is given")
     best_score: float | None = None
     neighbours: list[PricedNeighbour] = Field(default_factory=list)
+    level: float = Field(description="The share of hammer prices the range should hold (e.g. 0.8)")
+    calibrated: bool = Field(description="True when that share was measured on this catalogue's own sales "
+                                         "(leave-one-out); false: the range is the similar lots' spread")
+    declined: str | None = Field(None, description="Why there is no estimate, when there is none")
+    meaning: str = Field("", description="What the range means, in words")
+
+
+class Suggestion(BaseModel):
+    value: str
+    share: float = Field(description="The value's share of the similarity-weighted vote of the nearest lots")
+    support: list[str] = Field(description="Ids of the lots voting for it, closest first")
+
+
+class Suggestions(BaseModel):
+    category: Suggestion | None = Field(None, description="Absent when withheld")
+    fields: dict[str, Suggestion] = Field(description="Suggested extra fields; a field is absent when withheld")
+    withheld: dict[str, str] = Field(description="Fields not suggested, with the reason")
+    title: str | None = Field(None, description="Words the closest lots' titles share")
 
 
 class SearchResponse(BaseModel):
@@ -95,6 +116,7 @@ class SearchResponse(BaseModel):
     results: list[Hit]
     took_ms: float
     estimate: Estimate | None = None
+    suggestions: Suggestions | None = Field(None, description="Category and fields suggested for the new item")
 
 
 class DuplicatePairOut(BaseModel):

@@ -11,6 +11,7 @@ from lookalike.config import Settings
 from lookalike.encoders import DEFAULT_MODEL
 from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES
 from lookalike.engine import Engine, ErrorKind, IndexReport, LookalikeError, PriceEstimate, SearchResult
+from lookalike.engine.suggest import Suggestions
 from lookalike.images import ImageDecodeError
 from lookalike.index import BACKENDS
 from lookalike.store import ItemFilter
@@ -75,12 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="one JSON object per query")
     add_filters(search)
 
-    estimate = commands.add_parser("estimate", help="estimate what the item in a photo will fetch")
+    estimate = commands.add_parser("estimate", help="estimate what the item in a photo will fetch, with a calibrated range")
     estimate.add_argument("image", nargs="*", help="photos of the item (all of one item)")
     estimate.add_argument("--id", dest="item_id", help="estimate for an item already in the catalogue (itself left out)")
     estimate.add_argument("-k", type=int, default=10, help="number of similar sold items to use (default 10)")
     estimate.add_argument("--json", action="store_true")
     add_filters(estimate)
+
+    suggest = commands.add_parser("suggest", help="suggest the category and fields of a new item from similar lots")
+    suggest.add_argument("images", nargs="*", help="photos (each its own item, unless --together)")
+    suggest.add_argument("--together", action="store_true", help="the photos show one new item")
+    suggest.add_argument("--id", dest="item_id", help="suggest for a lot already in the catalogue (itself left out)")
+    suggest.add_argument("--json", action="store_true", help="one JSON object per item")
+
+    calibrate = commands.add_parser("calibrate", help="refit when to suggest fields, price ranges and declining "
+                                    "on this catalogue (done on first use; again when it has changed by a tenth)")
+    calibrate.add_argument("--json", action="store_true")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     remove = commands.add_parser("remove", help="remove items by id")
     remove.add_argument("ids", nargs="+")
@@ -101,10 +113,17 @@ def _parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--json", action="store_true", help="one JSON object per group")
     duplicates.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    evaluate_price = commands.add_parser("evaluate-price", help="leave-one-out price error against two baselines")
-    evaluate_price.add_argument("-k", type=int, default=10)
-    evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many items")
+    evaluate_price = commands.add_parser("evaluate-price", help="leave-one-out price error, range coverage and "
+                                         "declines against the median prices; a time-split backtest with sale dates")
+    evaluate_price.add_argument("--limit", type=int, help="evaluate at most this many lots (default 2000)")
     evaluate_price.add_argument("--json", action="store_true")
+    evaluate_price.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate_suggest = commands.add_parser("evaluate-suggest", help="leave-one-out accuracy of suggested fields "
+                                           "against the majority value")
+    evaluate_suggest.add_argument("--limit", type=int, help="evaluate at most this many lots (default 2000)")
+    evaluate_suggest.add_argument("--json", action="store_true")
+    evaluate_suggest.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="retrieval quality: recall@1/5/10, mAP@10, MRR over a queries CSV")
     evaluate.add_argument("queries", help="CSV with columns query_image,relevant_ids (ids separated by |; "
@@ -190,14 +209,29 @@ def _print_result(result: SearchResult) -> None:
 
 def _print_estimate(estimate: PriceEstimate) -> None:
     if estimate.price is None:
-        print("no similar item with a price: no estimate")
-        return
-    note = "  LOW CONFIDENCE: no close match" if estimate.low_confidence else ""
-    print(f"estimated price {_money(estimate.price, estimate.currency)} "
-          f"(likely {_money(estimate.low, estimate.currency)} to {_money(estimate.high, estimate.currency)}), "
-          f"from {len(estimate.neighbours)} similar sold items, best match {estimate.best_score:.2f}{note}")
+        print(f"no estimate: {estimate.declined}")
+    else:
+        print(f"estimated price {_money(estimate.price, estimate.currency)}, "
+              f"{_money(estimate.low, estimate.currency)} to {_money(estimate.high, estimate.currency)} "
+              f"({estimate.meaning}), from {len(estimate.neighbours)} similar sold lots, best match {estimate.best_score:.2f}")
     for neighbour in estimate.neighbours[:5]:
-        print(f"  {neighbour.score:5.3f}  {_money(neighbour.price, estimate.currency):>10}  {neighbour.id}  {neighbour.title or ''}")
+        adjusted = ("" if neighbour.adjusted_price is None or round(neighbour.adjusted_price) == round(neighbour.price)
+                    else f" (today {_money(neighbour.adjusted_price, estimate.currency)})")
+        print(f"  {neighbour.score:5.3f}  {_money(neighbour.price, estimate.currency):>10}{adjusted}  {neighbour.id}  "
+              f"{neighbour.title or ''}".rstrip())
+
+
+def _print_suggestions(query: str, suggestions: Suggestions) -> None:
+    print(query)
+    found = ([("category", suggestions.category)] if suggestions.category else []) + list(suggestions.fields.items())
+    if suggestions.title:
+        print(f"  {'title':<14} {suggestions.title}")
+    for name, suggestion in found:
+        print(f"  {name:<14} {suggestion.value}  ({suggestion.share:.0%} of the vote; {', '.join(suggestion.support[:3])})")
+    for name, reason in suggestions.withheld.items():
+        print(f"  {name:<14} -  ({reason})")
+    if not found and not suggestions.withheld:
+        print("  nothing to suggest: the catalogue has no category or fields to vote on")
 
 
 def _cmd_index(engine: Engine, args: argparse.Namespace) -> int:
@@ -325,17 +359,105 @@ def _cmd_reindex(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
-    evaluation = engine.evaluate_price(args.k, args.limit)
+    on_total, on_progress, close = _progress(args.quiet or args.json, "pricing lots from the others")
+    try:
+        evaluation = engine.evaluate_price(args.limit, on_total, on_progress)
+    finally:
+        close()
     if args.json:
         print(json.dumps(evaluation.to_dict()))
         return 0
-    print(f"leave-one-out over {evaluation.items} priced items, k={evaluation.k}")
-    print(f"  median absolute % error   lookalike {evaluation.mdape:6.1%}")
-    print(f"                            global median {evaluation.mdape_global_median:6.1%}")
-    print(f"                            category median {evaluation.mdape_category_median:6.1%}")
-    print(f"  actual price inside the 25-75% interval: {evaluation.interval_coverage:.0%}; "
-          f"low-confidence estimates: {evaluation.low_confidence_share:.0%}")
+    print(f"price estimates, each lot priced from the others; ranges at {evaluation.level:.0%}")
+    print(f"  {'setting':<40} {'time':>5} {'lots':>6} {'declined':>8} {'MdAPE':>6} {'±10%':>5} {'±20%':>5} {'±50%':>5} "
+          f"{'inside':>6} {'width':>6} {'global':>7} {'category':>8}")
+    for row in evaluation.rows:
+        setting = row["setting"] if len(row["setting"]) <= 40 else row["setting"][:37] + "..."
+        print(f"  {setting:<40} {'index' if row['time_adjusted'] else 'no':>5} {row['items']:>6} "
+              f"{_percent(row['declined_share']):>8} {_percent(row['mdape']):>6} {_percent(row['within_10']):>5} "
+              f"{_percent(row['within_20']):>5} {_percent(row['within_50']):>5} {_percent(row['coverage']):>6} "
+              f"{_percent(row['mean_width']):>6} {_percent(row['mdape_global_median']):>7} "
+              f"{_percent(row['mdape_category_median']):>8}")
+    print("  MdAPE: median absolute % error of the estimates given; inside: share of hammer prices inside the range; "
+          "width: mean (high - low) / estimate;\n  global, category: MdAPE of the median price of all lots, of the "
+          "lot's category (on the same lots)")
+    return 0
+
+
+def _cmd_evaluate_suggest(engine: Engine, args: argparse.Namespace) -> int:
+    on_total, on_progress, close = _progress(args.quiet or args.json, "describing lots from the others")
+    try:
+        evaluation = engine.evaluate_suggest(args.limit, on_total, on_progress)
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(evaluation.to_dict()))
+        return 0
+    print(f"suggested fields, each of {evaluation.lots} lots described from the others; a field is suggested where "
+          f"that was right {evaluation.target_accuracy:.0%} of the time")
+    print(f"  {'field':<20} {'lots':>6} {'values':>6} {'always':>7} {'majority':>8} {'answered':>8} {'right':>6}")
+    for row in evaluation.fields:
+        print(f"  {row['field'][:20]:<20} {row['lots']:>6} {row['distinct']:>6} {_percent(row['accuracy_always']):>7} "
+              f"{_percent(row['accuracy_majority']):>8} {_percent(row['answered_share']):>8} "
+              f"{_percent(row['accuracy_answered']):>6}" + (f"  never: {row['withheld']}" if row["withheld"] else ""))
+    if not evaluation.fields:
+        print("  no field to suggest: the lots have no category or field with more than one value")
+    print("  always: right when always answering; majority: the most common value's accuracy; answered, right: at "
+          "the calibrated thresholds")
+    return 0
+
+
+def _cmd_suggest(engine: Engine, args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.item_id):
+        raise CliError("give photos of a new item, or --id ITEM")
+    answers = []
+    failures = 0
+    if args.item_id:
+        answers.append((args.item_id, engine.suggest_by_id(args.item_id)))
+    for query in ([args.images] if args.together else args.images) if args.images else []:
+        try:
+            answers.append((" + ".join(query) if isinstance(query, list) else query, engine.suggest(query)))
+        except ImageDecodeError as error:
+            failures += 1
+            print(one_line(f"lookalike: error: {query}: {error}"), file=sys.stderr)
+    for query, suggestions in answers:
+        if args.json:
+            print(json.dumps({"query": query, "suggestions": suggestions.to_dict()}, ensure_ascii=False))
+        else:
+            _print_suggestions(query, suggestions)
+    return 1 if failures else 0
+
+
+def _cmd_calibrate(engine: Engine, args: argparse.Namespace) -> int:
+    on_total, on_progress, close = _progress(args.quiet or args.json, "calibrating")
+    try:
+        fitted = engine.calibration(True, on_total, on_progress)
+    finally:
+        close()
+    if args.json:
+        print(fitted.to_json())
+        return 0
+    print(f"calibrated on {fitted.sample} of {fitted.lots} lots")
+    if fitted.price is None:
+        print("  prices: too few sold lots to calibrate a range (ranges shown are the similar lots' spread)")
+    elif fitted.price.decline_all:
+        print(f"  prices: {fitted.price.decline_all}")
+    else:
+        declining = (f"declined below a best match of {fitted.price.decline_below:.2f}" if fitted.price.decline_below > 0
+                     else "never declined for distance")
+        print(f"  prices: {fitted.level:.0%} ranges from {fitted.price.cases} lots priced from the others; {declining}")
+    if fitted.index is not None:
+        print(f"  price index: {fitted.index.annual_rate:+.1%} a year (log), from {fitted.index.pairs} pairs of dated sales")
+    for name, found in fitted.fields.items():
+        if found.withheld:
+            print(f"  {name}: never suggested: {found.withheld}")
+        else:
+            print(f"  {name}: suggested when {found.min_share:.0%} of the vote and best match {found.min_score:.2f}: "
+                  f"{found.answered:.0%} of lots, right {found.accuracy:.0%}")
     return 0
 
 
@@ -416,10 +538,12 @@ def _cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 COMMANDS = {
     "index": _cmd_index, "search": _cmd_search, "estimate": _cmd_estimate, "remove": _cmd_remove, "info": _cmd_info,
     "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price,
+    "evaluate-suggest": _cmd_evaluate_suggest, "suggest": _cmd_suggest, "calibrate": _cmd_calibrate,
     "evaluate": _cmd_evaluate, "demo": _cmd_demo, "duplicates": _cmd_duplicates,
     "serve": _cmd_serve, "bench-index": _cmd_bench_index,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index", "duplicates"}
+READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index", "duplicates",
+             "suggest", "evaluate-suggest", "calibrate"}
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookalike.engine import calibration, price_index, pricing, suggest
 from lookalike.engine.evaluation import QueryOutcome, RetrievalEvaluation, read_queries_csv, summarise
 from lookalike.engine.pricing import absolute_percentage_error
 from lookalike.errors import LookalikeError
@@ -98,43 +100,166 @@ def evaluate_retrieval(engine: Engine, queries_csv: str | os.PathLike, k: int = 
 
 @dataclass
 class PriceEvaluation:
-    items: int
-    k: int
-    mdape: float
-    mdape_global_median: float
-    mdape_category_median: float
-    interval_coverage: float
-    low_confidence_share: float
+    """Rows of price error, range coverage and declines: leave-one-out (cross-fitted), with and without
+    the price index, and a time-split backtest when lots have sale dates."""
+
+    rows: list[dict]
+    level: float
 
     def to_dict(self) -> dict:
-        return self.__dict__.copy()
+        return {"level": self.level, "rows": self.rows}
 
 
-def evaluate_price(engine: Engine, k: int = 10, limit: int | None = None) -> PriceEvaluation:
-    """See Engine.evaluate_price."""
-    every_priced = list(engine.catalog.items(ItemFilter(has_price=True)))
-    priced = [item for item in every_priced if item.price]
-    if len(priced) < 3:
+#: Random halvings pooled in an evaluation: one halving's coverage moves by a couple of points with the split.
+REPEATS = 5
+
+
+def _folds(hoods: list, repeats: int = REPEATS) -> list[tuple[list, list]]:
+    """Random halves, each calibrated on the other (no lot is judged by a calibration that saw it), ``repeats`` times."""
+    folds = []
+    for seed in range(repeats):
+        order = np.random.default_rng(seed).permutation(len(hoods))
+        halves = [[hoods[i] for i in order[: len(order) // 2]], [hoods[i] for i in order[len(order) // 2:]]]
+        folds += [(halves[1], halves[0]), (halves[0], halves[1])]
+    return folds
+
+
+def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple[list, list]]) -> dict:
+    """Calibrate on each fold's training lots, price its test lots: our error, coverage and declines beside the
+    training lots' global and per-category median prices."""
+    errors, inside, widths, declined, undeclined, global_errors, category_errors, items = [], [], [], 0, [], [], [], 0
+    level = engine.settings.price_level
+    for train, test in folds:
+        fitted = calibration.fit(train, engine.model_id, len(train), level, engine.settings.suggest_accuracy, time_adjusted)
+        train_prices = [(hood.item.category, hood.item.price) for hood in train if hood.item.price and hood.item.price > 0]
+        global_median = float(np.median([price for _, price in train_prices])) if train_prices else None
+        by_category: dict = {}
+        for category, price in train_prices:
+            by_category.setdefault(category, []).append(price)
+        for hood in test:
+            price = hood.item.price
+            if not price or price <= 0 or global_median is None:
+                continue
+            items += 1
+            at = price_index.to_years(hood.item.sold_at)
+            estimate = fitted.estimate(hood.priced, at)
+            found = calibration.comparables(hood.priced, hood.item.currency, fitted.index, at)
+            if found:
+                undeclined.append(absolute_percentage_error(float(np.exp(pricing.centre(found).log_price)), price))
+            if estimate.price is None:
+                declined += 1
+                continue
+            errors.append(absolute_percentage_error(estimate.price, price))
+            inside.append(estimate.low <= price <= estimate.high)
+            widths.append((estimate.high - estimate.low) / estimate.price)
+            global_errors.append(absolute_percentage_error(global_median, price))
+            same = by_category.get(hood.item.category)
+            category_errors.append(absolute_percentage_error(float(np.median(same)) if same else global_median, price))
+    answered = len(errors)
+    repeats = max(1, len(folds) // 2)
+
+    def share(limit: float) -> float | None:
+        return float(np.mean(np.asarray(errors) <= limit)) if answered else None
+
+    return {"setting": name, "time_adjusted": time_adjusted, "items": items // repeats, "answered": answered // repeats,
+            "declined_share": declined / items if items else None,
+            "mdape": float(np.median(errors)) if answered else None,
+            "within_10": share(0.1), "within_20": share(0.2), "within_50": share(0.5),
+            "coverage": float(np.mean(inside)) if answered else None, "level": level,
+            "mean_width": float(np.mean(widths)) if answered else None,
+            "median_width": float(np.median(widths)) if answered else None,
+            "mdape_global_median": float(np.median(global_errors)) if answered else None,
+            "mdape_category_median": float(np.median(category_errors)) if answered else None,
+            "mdape_never_declining": float(np.median(undeclined)) if undeclined else None}
+
+
+def evaluate_price(engine: Engine, limit: int | None = None, on_total: Callable[[int], None] | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> PriceEvaluation:
+    """See Engine.evaluate_price. The estimate's inputs are the similar lots' prices and dates only: no
+    estimate column of the catalogue is ever read."""
+    items = [item for item in calibration.sample_items(engine, limit or calibration.SAMPLE) if item.price]
+    if len(items) < 3:
         raise LookalikeError("evaluate-price needs at least 3 items with a price")
-    if limit:
-        priced = priced[:: max(1, len(priced) // limit)][:limit]
-    all_prices = np.asarray([item.price for item in every_priced], np.float64)
-    by_category: dict[str | None, list[float]] = {}
-    for item in every_priced:
-        by_category.setdefault(item.category, []).append(item.price)
-    ours, global_errors, category_errors, covered, low = [], [], [], 0, 0
-    for item in priced:
-        estimate = engine.estimate_price_by_id(item.id, k)
-        if estimate.price is None:
-            continue
-        ours.append(absolute_percentage_error(estimate.price, item.price))
-        covered += estimate.low <= item.price <= estimate.high
-        low += estimate.low_confidence
-        others = all_prices[~np.isclose(all_prices, item.price)] if len(all_prices) > 1 else all_prices
-        global_errors.append(absolute_percentage_error(float(np.median(others if len(others) else all_prices)), item.price))
-        same = list(by_category.get(item.category, []))
-        same.remove(item.price)
-        category_errors.append(absolute_percentage_error(float(np.median(same)) if same else float(np.median(all_prices)), item.price))
-    count = len(ours)
-    return PriceEvaluation(count, k, float(np.median(ours)), float(np.median(global_errors)),
-                           float(np.median(category_errors)), covered / count, low / count)
+    dated = [item for item in items if price_index.to_years(item.sold_at) is not None]
+    split = sorted(item.sold_at for item in dated)[len(dated) // 2] if len(dated) >= 0.5 * len(items) else None
+    if on_total:
+        on_total(len(items) * (2 if split else 1))
+    hoods = calibration.neighbourhoods(engine, items, on_progress=on_progress)
+    rows = [_price_row(engine, "leave-one-out", adjusted, _folds(hoods)) for adjusted in ([False, True] if split else [False])]
+    if split:
+        before = [item for item in dated if item.sold_at < split]
+        after = [item for item in dated if item.sold_at >= split]
+        earlier = calibration.neighbourhoods(engine, before, sold_before=split, on_progress=on_progress)
+        later = calibration.neighbourhoods(engine, after, sold_before=split, on_progress=on_progress)
+        for adjusted in (False, True):
+            rows.append(_price_row(engine, f"time split at {split}: later sales priced from earlier ones", adjusted,
+                                   [(earlier, later)]))
+    return PriceEvaluation(rows, engine.settings.price_level)
+
+
+@dataclass
+class SuggestEvaluation:
+    """Per field: accuracy when always answering, the majority value's, and at the calibrated thresholds the
+    share answered and the accuracy of those answers (cross-fitted leave-one-out)."""
+
+    lots: int
+    target_accuracy: float
+    fields: list[dict]
+    title: dict | None
+
+    def to_dict(self) -> dict:
+        return {"lots": self.lots, "target_accuracy": self.target_accuracy, "fields": self.fields, "title": self.title}
+
+
+def _token_f1(found: str | None, truth: str | None) -> float:
+    words = {word.casefold() for word in suggest._WORD.findall(found or "")}
+    wanted = {word.casefold() for word in suggest._WORD.findall(truth or "")}
+    common = len(words & wanted)
+    return 0.0 if not common else 2 * common / (len(words) + len(wanted))
+
+
+def evaluate_suggest(engine: Engine, limit: int | None = None, on_total: Callable[[int], None] | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> SuggestEvaluation:
+    """See Engine.evaluate_suggest."""
+    items = calibration.sample_items(engine, limit or calibration.SAMPLE)
+    if len(items) < 3:
+        raise LookalikeError("evaluate-suggest needs at least 3 lots")
+    if on_total:
+        on_total(len(items))
+    hoods = calibration.neighbourhoods(engine, items, on_progress=on_progress)
+    target = engine.settings.suggest_accuracy
+    rows = []
+    for name in calibration.field_names(items):
+        always, majority, answered, right, cases_count, withheld = [], [], 0, 0, 0, []
+        for train, test in _folds(hoods):
+            train_cases = calibration.field_cases(train, name)
+            test_cases = calibration.field_cases(test, name)
+            fitted = suggest.fit_field(train_cases, len({case.truth for case in train_cases}), len(train_cases), target)
+            common = Counter(case.truth for case in train_cases).most_common(1)
+            for case in test_cases:
+                cases_count += 1
+                always.append(case.correct)
+                majority.append(bool(common) and case.truth == common[0][0])
+                if fitted.allows(case.vote):
+                    answered += 1
+                    right += case.correct
+            if fitted.withheld:
+                withheld.append(fitted.withheld)
+        rows.append({"field": name, "lots": cases_count // REPEATS,
+                     "distinct": len({case.truth for case in calibration.field_cases(hoods, name)}),
+                     "accuracy_always": float(np.mean(always)) if always else None,
+                     "accuracy_majority": float(np.mean(majority)) if majority else None,
+                     "answered_share": answered / cases_count if cases_count else None,
+                     "accuracy_answered": right / answered if answered else None,
+                     "withheld": withheld[0] if len(withheld) == 2 * REPEATS else None})
+    titled = [hood for hood in hoods if hood.item.title]
+    title = None
+    if titled:
+        suggested = [suggest.suggest_title(hood.neighbours) for hood in titled]
+        answered = [(found, hood) for found, hood in zip(suggested, titled) if found is not None]
+        nearest = [_token_f1(hood.neighbours[0].title if hood.neighbours else None, hood.item.title) for _, hood in answered]
+        title = {"lots": len(titled), "answered_share": len(answered) / len(titled),
+                 "token_f1_answered": float(np.mean([_token_f1(found, hood.item.title) for found, hood in answered]))
+                 if answered else None,
+                 "token_f1_nearest_title_same_lots": float(np.mean(nearest)) if nearest else None}
+    return SuggestEvaluation(len(hoods), target, rows, title)

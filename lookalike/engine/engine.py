@@ -17,13 +17,16 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.encoders import Encoder
-from lookalike.engine import assess, ingest, photos
+from lookalike.engine import assess, ingest, photos, price_index
 from lookalike.engine import duplicates as duplicate_lots
+from lookalike.engine.calibration import Calibration, CalibrationKeeper
+from lookalike.engine.calibration import K as APPRAISAL_K
 from lookalike.engine.embedding import Embedder, ImageInput, describe
 from lookalike.engine.live_index import LiveIndex
 from lookalike.engine.lots import rank_lots
-from lookalike.engine.pricing import PricedNeighbour, PriceEstimate, estimate_price
+from lookalike.engine.pricing import PriceEstimate
 from lookalike.engine.results import SearchHit, SearchResult
+from lookalike.engine.suggest import Suggestions
 from lookalike.engine.verification import ShortlistVerifier
 from lookalike.errors import ErrorKind, ExistsError, LookalikeError, NotFoundError
 from lookalike.index import VectorIndex
@@ -44,6 +47,8 @@ class _Query:
     exclude_keys: tuple[int, ...] = ()
     #: Local features of the query's photos, for verifying the best lots (none for text).
     features: list[LocalFeatures | None] = field(default_factory=list)
+    #: The date a price is estimated for (a catalogue lot: its own sale; None: today).
+    sold_at: str | None = None
 
 
 class Engine:
@@ -68,6 +73,7 @@ class Engine:
         self.verifier = ShortlistVerifier(self.embedder.decode_limits)
         #: Duplicate reports and verified pairs, kept while the catalogue stays as it is (its generation).
         self._duplicates_cache: dict = {}
+        self.calibrations = CalibrationKeeper(self)
 
     # -- parts -------------------------------------------------------------------------------
     @property
@@ -234,8 +240,12 @@ class Engine:
         hits = self._search_lots(query.photos, shortlist, item_filter, query.exclude_keys)
         if verifying:
             hits = self.verifier.check(query.features, hits, self.settings.verify_top)[:k]
-        estimate = self._estimate(query.photos, 10, item_filter, query.exclude_keys) if with_estimate else None
-        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate)
+        estimate = suggestions = None
+        if with_estimate:
+            estimate = self._estimate(query.photos, APPRAISAL_K, item_filter, query.exclude_keys, query.sold_at)
+            suggestions = self._suggest(query.photos, query.exclude_keys)
+        return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
+                            suggestions)
 
     def _photo_query(self, images: Sequence[ImageInput]) -> _Query:
         if not images:
@@ -262,7 +272,7 @@ class Engine:
     def _item_query(self, item_id: str) -> _Query:
         item, vectors = self._item_vectors(item_id)
         features = [self.verifier.photo_features(photo.path) for photo in item.photos] if self.settings.verify_top > 0 else []
-        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos), features)
+        return _Query(item_id, [vectors], 0.0, tuple(photo.key for photo in item.photos), features, item.sold_at)
 
     def search(self, query: ImageInput | Sequence[ImageInput], k: int = 10, item_filter: ItemFilter = ItemFilter(),
                with_estimate: bool = False) -> SearchResult:
@@ -294,24 +304,43 @@ class Engine:
                                  "run `lookalike reindex`")
         return item, np.stack(vectors)
 
-    # -- prices -------------------------------------------------------------------------------
-    def _estimate(self, queries: list[np.ndarray], k: int, item_filter: ItemFilter,
-                  exclude_keys: Sequence[int] = ()) -> PriceEstimate:
-        priced_filter = ItemFilter(item_filter.category, item_filter.min_price, item_filter.max_price, True, item_filter.fields)
-        hits = self._search_lots(queries, k, priced_filter, exclude_keys)
-        currency = hits[0].currency if hits else None
-        neighbours = [PricedNeighbour(hit.id, hit.score, hit.price, hit.title)
-                      for hit in hits if hit.price is not None and hit.currency == currency]
-        return estimate_price(neighbours, currency)
+    # -- prices and suggested attributes (engine/calibration.py) ------------------------------------
+    def calibration(self, refresh: bool = False, on_total: Callable[[int], None] | None = None,
+                    on_progress: Callable[[int], None] | None = None) -> Calibration:
+        """When to suggest each field, how wide price ranges are and when to decline: fitted leave-one-out on
+        the catalogue, saved in it, refitted when the catalogue has changed by a tenth (or ``refresh``)."""
+        return self.calibrations.get(refresh, on_total, on_progress)
 
-    def estimate_price(self, query: ImageInput | Sequence[ImageInput], k: int = 10,
+    def _estimate(self, queries: list[np.ndarray], k: int, item_filter: ItemFilter,
+                  exclude_keys: Sequence[int] = (), sold_at: str | None = None) -> PriceEstimate:
+        priced_filter = ItemFilter(item_filter.category, item_filter.min_price, item_filter.max_price, True,
+                                   item_filter.fields)
+        hits = self._search_lots(queries, k, priced_filter, exclude_keys)
+        at = price_index.to_years(sold_at) or price_index.to_years(time.strftime("%Y-%m-%d"))
+        return self.calibration().estimate(hits, at)
+
+    def _suggest(self, queries: list[np.ndarray], exclude_keys: Sequence[int] = ()) -> Suggestions:
+        return self.calibration().suggest(self._search_lots(queries, APPRAISAL_K, ItemFilter(), exclude_keys))
+
+    def estimate_price(self, query: ImageInput | Sequence[ImageInput], k: int = APPRAISAL_K,
                        item_filter: ItemFilter = ItemFilter()) -> PriceEstimate:
-        """What a photographed item may fetch, from the k most similar sold lots (each counted once)."""
+        """What a photographed item may fetch: from the k most similar sold lots, with a range calibrated on
+        this catalogue's sales, or declined (``declined`` says why) when the similar lots are too few or too far."""
         return self._estimate(self._photo_query(_as_list(query)).photos, k, item_filter)
 
-    def estimate_price_by_id(self, item_id: str, k: int = 10) -> PriceEstimate:
+    def estimate_price_by_id(self, item_id: str, k: int = APPRAISAL_K) -> PriceEstimate:
+        """A catalogue lot priced from the others, as of its own sale."""
         item, vectors = self._item_vectors(item_id)
-        return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos])
+        return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos], item.sold_at)
+
+    def suggest(self, query: ImageInput | Sequence[ImageInput]) -> Suggestions:
+        """Category, fields and a title for a new item, voted by its most similar lots; a field is left out
+        (with the reason) where the vote is weak or the matches far, by thresholds calibrated on this catalogue."""
+        return self._suggest(self._photo_query(_as_list(query)).photos)
+
+    def suggest_by_id(self, item_id: str) -> Suggestions:
+        item, vectors = self._item_vectors(item_id)
+        return self._suggest([vectors], [photo.key for photo in item.photos])
 
     def duplicates(self, neighbours: int = duplicate_lots.NEIGHBOURS, min_score: float = duplicate_lots.MIN_SCORE,
                    on_total: Callable[[int], None] | None = None,
@@ -343,9 +372,16 @@ class Engine:
         relevant ids (engine/evaluation.py). An unreadable query photo counts as a miss."""
         return assess.evaluate_retrieval(self, queries_csv, k, item_filter, on_total, on_progress)
 
-    def evaluate_price(self, k: int = 10, limit: int | None = None) -> assess.PriceEvaluation:
-        """Leave-one-out over priced items: our error against two naive baselines."""
-        return assess.evaluate_price(self, k, limit)
+    def evaluate_price(self, limit: int | None = None, on_total: Callable[[int], None] | None = None,
+                       on_progress: Callable[[int], None] | None = None) -> assess.PriceEvaluation:
+        """Leave-one-out price error, range coverage and declines against two naive baselines, with and without
+        the price index, and a time-split backtest when lots have sale dates (engine/assess.py)."""
+        return assess.evaluate_price(self, limit, on_total, on_progress)
+
+    def evaluate_suggest(self, limit: int | None = None, on_total: Callable[[int], None] | None = None,
+                         on_progress: Callable[[int], None] | None = None) -> assess.SuggestEvaluation:
+        """Leave-one-out accuracy of suggested attributes per field, against the majority value."""
+        return assess.evaluate_suggest(self, limit, on_total, on_progress)
 
     def bench_index(self, queries: int = 200, k: int = 10, seed: int = 0) -> dict:
         """Recall@k and single-query latency of the index against exact search."""

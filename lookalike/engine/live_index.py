@@ -132,7 +132,7 @@ class LiveIndex:
         """Photo keys and scores. Call with ``lock`` held when the caller reads metadata for the keys returned."""
         with self.lock:
             index = self.index
-            if index.native_filters and not item_filter.fields:
+            if index.native_filters and not item_filter.fields and item_filter.sold_before is None:
                 return index.search(vectors, k, conditions=item_filter, exclude_keys=exclude_keys)
             allowed = None if item_filter.is_empty() else self.catalog.photo_keys_matching(item_filter)
             return index.search(vectors, k, allowed, exclude_keys=exclude_keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lookalike.engine.pricing import PriceEstimate
+from lookalike.engine.suggest import Suggestions
 from lookalike.matching import Verification
 
 
@@ -62,6 +63,7 @@ class SearchResult:
     took_ms: float
     embed_ms: float = 0.0
     estimate: PriceEstimate | None = None
+    suggestions: Suggestions | None = None
 
     def to_dict(self, with_match: bool = False) -> dict:
         """``with_match`` adds each verified hit's matched point pairs and region (for drawing why it matched)."""
@@ -69,4 +71,6 @@ class SearchResult:
                 "took_ms": round(self.took_ms, 1)}
         if self.estimate is not None:
             body["estimate"] = self.estimate.to_dict()
+        if self.suggestions is not None:
+            body["suggestions"] = self.suggestions.to_dict()
         return body

@@ -144,10 +144,12 @@ class ItemFilter:
     max_price: float | None = None
     has_price: bool = False
     fields: tuple[tuple[str, str], ...] = ()
+    #: Only lots sold before this date (ISO, compared as text): pricing a sale from earlier ones.
+    sold_before: str | None = None
 
     def is_empty(self) -> bool:
         return (self.category is None and self.min_price is None and self.max_price is None
-                and not self.has_price and not self.fields)
+                and not self.has_price and not self.fields and self.sold_before is None)
 
     def sql(self) -> tuple[str, list]:
         clauses, params = [], []
@@ -165,6 +167,9 @@ class ItemFilter:
         for name, value in self.fields:
             clauses.append("CAST(json_extract(extra, ?) AS TEXT) = ?")
             params.extend([f'$."{name}"', value])
+        if self.sold_before is not None:
+            clauses.append("sold_at < ?")
+            params.append(self.sold_before)
         return (" AND ".join(clauses) or "1"), params
 
 

@@ -65,31 +65,8 @@ function showAnswer(body, query) {
   $("answer").hidden = false;
   $("took").textContent = `· ${body.results.length} found in ${Math.round(body.took_ms)} ms` +
     (query.itemId ? ` · like ${query.itemId}` : "");
-  const estimate = body.estimate;
-  const box = $("estimate");
-  if (estimate && estimate.price !== null) {
-    box.className = "estimate" + (estimate.low_confidence ? " low" : "");
-    box.innerHTML = "";
-    const label = document.createElement("div");
-    label.className = "muted";
-    label.textContent = "Estimated price";
-    const price = document.createElement("div");
-    price.className = "price";
-    price.id = "estimate-price";
-    price.textContent = money(estimate.price, estimate.currency);
-    const range = document.createElement("div");
-    range.textContent = `likely ${money(estimate.low, estimate.currency)} to ${money(estimate.high, estimate.currency)}, ` +
-      `from ${estimate.neighbours.length} similar sold items`;
-    const confidence = document.createElement("div");
-    confidence.className = "small";
-    confidence.textContent = estimate.low_confidence
-      ? `Low confidence: the closest match is only ${Math.round(estimate.best_score * 100)}% similar.`
-      : `Closest match ${Math.round(estimate.best_score * 100)}% similar.`;
-    box.append(label, price, range, confidence);
-  } else {
-    box.className = "estimate low";
-    box.textContent = "No similar item with a price: no estimate.";
-  }
+  showEstimate(body.estimate);
+  showCataloguePanel(body.suggestions, body.estimate, query);
   const list = $("results");
   list.innerHTML = "";
   if (!body.results.length) {
@@ -100,6 +77,112 @@ function showAnswer(body, query) {
   }
   for (const hit of body.results) list.append(resultCard(hit));
   if (window.innerWidth < 700) $("answer").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function showEstimate(estimate) {
+  const box = $("estimate");
+  box.innerHTML = "";
+  if (!estimate || estimate.price === null) {
+    box.className = "estimate low";
+    const reason = estimate && estimate.declined ? estimate.declined : "no similar lot has a price";
+    box.textContent = `No estimate: ${reason}.`;
+    return;
+  }
+  box.className = "estimate";
+  const label = document.createElement("div");
+  label.className = "muted";
+  label.textContent = "Estimated price";
+  const price = document.createElement("div");
+  price.className = "price";
+  price.id = "estimate-price";
+  price.textContent = money(estimate.price, estimate.currency);
+  const range = document.createElement("div");
+  range.id = "estimate-range";
+  range.textContent = `${money(estimate.low, estimate.currency)} to ${money(estimate.high, estimate.currency)}, ` +
+    `from ${estimate.neighbours.length} similar sold lots`;
+  const meaning = document.createElement("div");
+  meaning.className = "small";
+  meaning.textContent = `${estimate.meaning.charAt(0).toUpperCase()}${estimate.meaning.slice(1)}. ` +
+    `Closest match ${Math.round(estimate.best_score * 100)}% similar.`;
+  box.append(label, price, range, meaning);
+}
+
+function fieldRow(name, value, note) {
+  const label = document.createElement("label");
+  label.textContent = `${name} `;
+  const input = document.createElement("input");
+  input.dataset.field = name;
+  input.maxLength = 2000;
+  input.value = value || "";
+  label.append(input);
+  const hint = document.createElement("p");
+  hint.className = "small muted";
+  hint.textContent = note;
+  const row = document.createElement("div");
+  row.append(label, hint);
+  return row;
+}
+
+function voteNote(suggestion, reason) {
+  if (suggestion) return `${Math.round(suggestion.share * 100)}% of the vote: ${suggestion.support.slice(0, 3).join(", ")}`;
+  return reason ? `Not suggested: ${reason}.` : "";
+}
+
+function showCataloguePanel(suggestions, estimate, query) {
+  const panel = $("catalogue-panel");
+  panel.hidden = !query.blobs;
+  if (!query.blobs) return;
+  suggestions = suggestions || { fields: {}, withheld: {}, title: null };
+  $("catalogue-status").textContent = "";
+  $("new-title").value = suggestions.title || "";
+  $("new-category").value = suggestions.category ? suggestions.category.value : "";
+  $("new-category-note").textContent = voteNote(suggestions.category, suggestions.withheld.category);
+  const fields = $("new-fields");
+  fields.innerHTML = "";
+  const names = [...new Set([...Object.keys(suggestions.fields), ...Object.keys(suggestions.withheld)])]
+    .filter((name) => name !== "category");
+  for (const name of names) {
+    const found = suggestions.fields[name];
+    fields.append(fieldRow(name, found ? found.value : "", voteNote(found, suggestions.withheld[name])));
+  }
+  $("new-currency").value = (estimate && estimate.currency) || "";
+  $("new-token").value = sessionStorage.getItem("lookalike-token") || "";
+}
+
+async function addLot(event) {
+  event.preventDefault();
+  const query = state.lastQuery;
+  if (!query || !query.blobs) return;
+  const token = $("new-token").value.trim();
+  const status = $("catalogue-status");
+  if (!token) {
+    status.textContent = "Adding a lot needs the write token.";
+    status.className = "small error";
+    return;
+  }
+  const form = new FormData();
+  query.blobs.forEach((blob, index) => form.append("image", blob, blob.name || `photo-${index + 1}.jpg`));
+  for (const [name, id] of [["id", "new-id"], ["title", "new-title"], ["category", "new-category"],
+                            ["price", "new-price"], ["currency", "new-currency"]]) {
+    if ($(id).value.trim()) form.append(name, $(id).value.trim());
+  }
+  const extra = {};
+  for (const input of $("new-fields").querySelectorAll("input")) {
+    if (input.value.trim()) extra[input.dataset.field] = input.value.trim();
+  }
+  form.append("extra", JSON.stringify(extra));
+  status.className = "small";
+  status.textContent = "Adding…";
+  try {
+    const lot = await callApi("/api/items", { method: "POST", body: form, headers: { Authorization: `Bearer ${token}` } });
+    sessionStorage.setItem("lookalike-token", token);
+    status.textContent = `Added lot ${lot.id} with ${lot.photo_count} photo${lot.photo_count === 1 ? "" : "s"}.`;
+    status.dataset.itemId = lot.id;
+    loadCatalogInfo(false);
+  } catch (error) {
+    status.className = "small error";
+    status.textContent = error.message;
+  }
 }
 
 function resultCard(hit) {
@@ -368,15 +451,19 @@ function setupCrop() {
   });
 }
 
-async function loadCatalogInfo() {
+async function loadCatalogInfo(withCategories = true) {
   try {
     const [health, categories] = await Promise.all([callApi("/api/health"), callApi("/api/categories")]);
     $("catalog-size").textContent = `${health.items.toLocaleString()} items in the catalogue`;
+    if (!withCategories) return;
     for (const row of categories) {
       const option = document.createElement("option");
       option.value = row.category;
       option.textContent = `${row.category} (${row.items})`;
       $("category").append(option);
+      const name = document.createElement("option");
+      name.value = row.category;
+      $("category-names").append(name);
     }
   } catch (error) {
     setStatus(error.message, "error");
@@ -411,6 +498,7 @@ function setup() {
   $("query-image").addEventListener("error", () => {
     if (state.file) setStatus("Your browser cannot show this photo, but it can still be searched.", "");
   });
+  $("catalogue-form").addEventListener("submit", addLot);
   setupCrop();
   loadCatalogInfo();
 }

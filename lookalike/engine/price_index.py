@@ -1,0 +1,65 @@
+"""A catalogue-wide price trend, so that older comparables are brought to the date being priced.
+
+Similar lots stand in for repeat sales (the Case-Shiller idea): for a lot and each of its similar sold lots,
+the difference of their log prices against the difference of their sale dates; the similarity-weighted
+least-squares slope through the origin is the annual log change of prices. A comparable sold ``dt`` years
+before the date priced counts at its price times ``exp(rate * dt)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+
+import numpy as np
+
+#: Fewer pairs of dated sales than this: no index (prices are not adjusted).
+MIN_PAIRS = 30
+#: A date priced this long after the newest sale is held there: the trend is not extrapolated further.
+MAX_EXTRAPOLATION_YEARS = 1.0
+
+
+def to_years(sold_at: str | None) -> float | None:
+    """An ISO date (2024-03-02, 2024-03, 2024, or a timestamp) as fractional years; None if it is not one."""
+    if not sold_at:
+        return None
+    text = str(sold_at).strip()
+    try:
+        when = datetime.fromisoformat(text).date() if len(text) >= 10 else None
+    except ValueError:
+        when = None
+    if when is None:
+        parts = text.split("-")
+        try:
+            when = date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 7, 1 if len(parts) > 1 else 2)
+        except (ValueError, IndexError):
+            return None
+    return when.year + (when.timetuple().tm_yday - 1) / 365.25
+
+
+@dataclass
+class PriceIndex:
+    annual_rate: float
+    pairs: int
+    newest: float
+
+    def factor(self, sold_years: float | None, at_years: float | None) -> float:
+        """What a price of ``sold_years`` is worth at ``at_years`` (1 when either date is unknown)."""
+        if sold_years is None or at_years is None:
+            return 1.0
+        at_years = min(at_years, self.newest + MAX_EXTRAPOLATION_YEARS)
+        return float(np.exp(self.annual_rate * (at_years - sold_years)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_price_index(pairs: list[tuple[float, float, float]], newest: float) -> PriceIndex | None:
+    """``pairs``: (log price difference, years between the sales, weight) of a lot and a similar lot."""
+    usable = [(d_log, d_years, weight) for d_log, d_years, weight in pairs if abs(d_years) > 1 / 365 and weight > 0]
+    if len(usable) < MIN_PAIRS:
+        return None
+    d_log, d_years, weights = (np.asarray(column, np.float64) for column in zip(*usable))
+    d_log = np.clip(d_log, -3.0, 3.0)  # a mismatched pair must not swing the trend
+    rate = float(np.sum(weights * d_years * d_log) / np.sum(weights * d_years**2))
+    return PriceIndex(rate, len(usable), newest)
