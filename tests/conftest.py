@@ -101,6 +101,22 @@ def demo_vectors(demo_engine) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(keys), np.concatenate(vectors)
 
 
+def relisted_demo(demo_engine: Engine, folder: Path, encoder, reprice) -> Engine:
+    """The demo's lots (their real photos and vectors) in a new catalogue, each given the price and sale date
+    ``reprice(item, rng)`` returns: (price, sold_at)."""
+    from lookalike import Item
+
+    engine = Engine(folder, encoder=encoder)
+    rng = np.random.default_rng(11)
+    items, vectors = [], []
+    for item in demo_engine.catalog.items():
+        price, sold_at = reprice(item, rng)
+        items.append(Item(item.id, item.image_path, item.title, item.category, price, "EUR", sold_at, dict(item.extra)))
+        vectors.append(demo_engine.catalog.vectors_for(np.array([item.photos[0].key]), demo_engine.model_id)[0])
+    engine.add_vectors(items, np.stack(vectors))
+    return engine
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: bytes | None = None):
     """Run the real `lookalike` command in a new process."""
     return subprocess.run(

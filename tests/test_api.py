@@ -58,7 +58,21 @@ def test_upload_a_photo_finds_the_item_with_an_estimate(client, photo_of):
     assert {"id", "score", "title", "category", "price", "thumb_url"} <= set(first) and "image_path" not in first
     estimate = body["estimate"]
     assert estimate["low"] <= estimate["price"] <= estimate["high"] and estimate["neighbours"]
+    assert estimate["calibrated"] and estimate["level"] == 0.8 and "80%" in estimate["meaning"]
+    assert estimate["declined"] is None
+    suggestions = body["suggestions"]
+    assert suggestions["category"]["value"] == "plants" and item_id in suggestions["category"]["support"]
+    assert set(suggestions["fields"]) | set(suggestions["withheld"]) == {"subcategory"}
     assert body["took_ms"] > 0
+
+
+def test_a_photo_like_no_lot_gets_no_estimate_and_the_reason(client):
+    import skimage.data
+
+    body = client.post("/api/search", files={"image": ("coins.jpg", jpeg(Image.fromarray(skimage.data.coins())),
+                                                       "image/jpeg")}).json()
+    assert body["estimate"]["price"] is None and "not enough similar sold lots" in body["estimate"]["declined"]
+    assert body["results"]  # the similar lots are still shown
 
 
 def test_search_by_id_and_filters(client):

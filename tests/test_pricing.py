@@ -1,4 +1,4 @@
-"""Price estimates: the similarity-weighted median and interval, by hand and through the engine."""
+"""Price estimates: the weighted median, calibrated ranges and declining, by hand and on real catalogues."""
 
 from __future__ import annotations
 
@@ -7,9 +7,20 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from lookalike import Engine, Item, ItemFilter
+from lookalike import Engine, Item
 from lookalike.demo import load_cutout, on_white
-from lookalike.engine.pricing import PricedNeighbour, estimate_price, weighted_quantile
+from lookalike.engine.pricing import (
+    Centre,
+    PriceBand,
+    PriceCalibration,
+    PriceCase,
+    PricedNeighbour,
+    _conformal,
+    estimate_price,
+    fit_price_calibration,
+    weighted_quantile,
+)
+from tests.conftest import relisted_demo
 
 
 def test_weighted_quantile_by_hand():
@@ -22,19 +33,78 @@ def test_weighted_quantile_by_hand():
     assert weighted_quantile([5, 7], [0, 0], 0.5) == 5  # no weight at all: plain quantile
 
 
-def test_estimate_from_neighbours_by_hand():
-    neighbours = [PricedNeighbour("a", 0.9, 100.0), PricedNeighbour("b", 0.8, 200.0), PricedNeighbour("c", 0.5, 1000.0)]
-    # weights 0.9^4, 0.8^4, 0.5^4 = .6561, .4096, .0625 of 1.1282: the median falls on 100,
-    # the 25th percentile on 100 and the 75th (0.846) on 200.
-    estimate = estimate_price(neighbours, "EUR")
-    assert (estimate.price, estimate.low, estimate.high) == (100.0, 100.0, 200.0)
-    assert estimate.best_score == 0.9 and not estimate.low_confidence and estimate.currency == "EUR"
+def three_neighbours() -> list[PricedNeighbour]:
+    return [PricedNeighbour("a", 0.9, 100.0), PricedNeighbour("b", 0.8, 200.0), PricedNeighbour("c", 0.5, 1000.0)]
 
 
-def test_weak_best_match_is_flagged():
-    estimate = estimate_price([PricedNeighbour("a", 0.3, 10.0), PricedNeighbour("b", 0.2, 20.0)])
-    assert estimate.low_confidence
-    assert estimate_price([]).price is None
+def test_uncalibrated_estimate_by_hand():
+    # weights 0.9^4, 0.8^4, 0.5^4 = .6561, .4096, .0625 of 1.1282: the median falls on 100; an 80% range runs
+    # from the 10th percentile (100) to the 90th (cumulative 1.0154 of 1.1282: 200).
+    estimate = estimate_price(three_neighbours(), "EUR")
+    assert (estimate.price, estimate.low, estimate.high) == pytest.approx((100.0, 100.0, 200.0))
+    assert not estimate.calibrated and "not calibrated" in estimate.meaning and estimate.declined is None
+
+
+def test_calibrated_range_by_hand():
+    # All three at 100: the neighbours agree (spread 0), so the scale is the band's typical error, 0.5;
+    # the range is 100 * exp(-1 * 0.5) to 100 * exp(2 * 0.5).
+    calibration = PriceCalibration(0.8, 0.3, [PriceBand(-1.0, -1.0, 2.0, 0.5, 100)], 100)
+    neighbours = [PricedNeighbour(name, 0.9, 100.0) for name in "abc"]
+    estimate = estimate_price(neighbours, "EUR", calibration)
+    assert estimate.price == pytest.approx(100.0)
+    assert (estimate.low, estimate.high) == pytest.approx((100 * np.exp(-0.5), 100 * np.exp(1.0)))
+    assert estimate.calibrated and estimate.level == 0.8 and "80%" in estimate.meaning
+
+
+def test_declines_when_too_few_or_too_far():
+    two = estimate_price(three_neighbours()[:2])
+    assert two.price is None and "not enough similar sold lots" in two.declined and two.low_confidence
+    far = estimate_price(three_neighbours(), calibration=PriceCalibration(0.8, 0.95, [PriceBand(-1.0, -1.0, 1.0, 0.3, 50)], 50))
+    assert far.price is None and "0.90" in far.declined and "0.95" in far.declined
+    assert estimate_price([]).declined == "no similar lot in the catalogue has a price"
+
+
+def test_conformal_quantiles_by_hand():
+    # Nine scores, 80%: each tail 10%; the upper is the ceil(10 * 0.9) = 9th smallest, the lower the floor(10 * 0.1) = 1st.
+    assert _conformal(np.arange(1.0, 10.0), 0.8) == (1.0, 9.0)
+    # 99 scores: the 90th and the 10th smallest, so at most 9 of 99 fall out on each side.
+    assert _conformal(np.arange(99.0, 0.0, -1.0), 0.8) == (10.0, 90.0)
+
+
+def _cases(rng, count, informative: bool) -> list[PriceCase]:
+    cases = []
+    for _ in range(count):
+        truth = rng.normal(5, 1)
+        guess = truth + rng.normal(0, 0.3) if informative else rng.normal(5, 1)
+        cases.append(PriceCase(float(np.exp(truth)), Centre(guess, abs(rng.normal(0, 0.2)), rng.uniform(0.5, 1)),
+                               float(np.exp(5))))
+    return cases
+
+
+def test_ranges_hold_their_level_on_fresh_cases():
+    rng = np.random.default_rng(0)
+    calibration = fit_price_calibration(_cases(rng, 2000, True), 0.8)
+    assert calibration.decline_all is None
+    inside = []
+    for case in _cases(rng, 4000, True):
+        band = calibration.band(case.centre.best_score)
+        scale = float(np.hypot(case.centre.spread, band.typical_error))
+        error = np.log(case.price) - case.centre.log_price
+        inside.append(band.q_low * scale <= error <= band.q_high * scale)
+    assert abs(np.mean(inside) - 0.8) <= 0.03
+
+
+def test_uninformative_neighbours_decline_everything():
+    calibration = fit_price_calibration(_cases(np.random.default_rng(1), 600, False), 0.8)
+    assert calibration.decline_all and "not better than" in calibration.decline_all
+    estimate = estimate_price([PricedNeighbour(name, 0.99, 100.0) for name in "abc"], calibration=calibration)
+    assert estimate.price is None and estimate.declined == calibration.decline_all
+
+
+def test_too_few_cases_leave_the_range_uncalibrated():
+    assert fit_price_calibration(_cases(np.random.default_rng(2), 20, True)) is None
+    with pytest.raises(ValueError):
+        fit_price_calibration(_cases(np.random.default_rng(2), 50, True), 0.3)
 
 
 @pytest.fixture
@@ -48,37 +118,41 @@ def priced_catalog(tmp_path, encoder, stamps):
     return engine, animals
 
 
-def test_engine_estimate_is_the_weighted_median_of_its_neighbours(priced_catalog):
+def test_small_catalogue_estimate_is_the_weighted_median_uncalibrated(priced_catalog):
     engine, animals = priced_catalog
-    query = on_white(load_cutout(animals[2]))
-    estimate = engine.estimate_price(query, k=4)
+    estimate = engine.estimate_price(on_white(load_cutout(animals[2])), k=4)
     assert len(estimate.neighbours) == 4 and "unpriced" not in {n.id for n in estimate.neighbours}
     assert estimate.neighbours[0].id == animals[2].id and estimate.best_score > 0.99
     weights = [n.score**4 for n in estimate.neighbours]
-    prices = [n.price for n in estimate.neighbours]
-    assert estimate.price == weighted_quantile(prices, weights, 0.5)
-    assert estimate.low <= estimate.price <= estimate.high
-    assert estimate.price == 300.0  # its own sale dominates: score 1 against under 0.9 for the others
-    assert not estimate.low_confidence
+    assert estimate.price == pytest.approx(weighted_quantile([n.price for n in estimate.neighbours], weights, 0.5))
+    assert estimate.price == pytest.approx(300.0)  # its own sale dominates: score 1 against under 0.9 for the others
+    assert estimate.low <= estimate.price <= estimate.high and not estimate.calibrated
 
 
-def test_unrelated_photo_gives_a_low_confidence_estimate(priced_catalog):
-    engine, _ = priced_catalog
-    estimate = engine.estimate_price(Image.fromarray(skimage.data.text()), k=4)
-    assert estimate.low_confidence
+def test_demo_ranges_hold_their_level_leave_one_out(demo_engine):
+    evaluation = demo_engine.evaluate_price()
+    row = evaluation.rows[0]
+    assert row["setting"] == "leave-one-out" and row["items"] >= 400 and not row["time_adjusted"]
+    assert abs(row["coverage"] - 0.8) <= 0.03
+    assert row["mdape"] < row["mdape_global_median"]
+    assert 0 < row["declined_share"] < 0.5 and row["mdape"] <= row["mdape_never_declining"]
+    assert len(evaluation.rows) == 1  # the demo's lots have no sale dates: no time rows
 
 
-def test_leave_one_out_evaluation_on_the_demo(demo_engine):
-    evaluation = demo_engine.evaluate_price(k=10)
-    priced = [item for item in demo_engine.catalog.items(ItemFilter(has_price=True)) if item.price]
-    assert evaluation.items == len(priced) >= 400
-    # Coverage counted here item by item, each priced from the others.
-    inside = []
-    for item in priced:
-        estimate = demo_engine.estimate_price_by_id(item.id, k=10)
-        assert item.id not in {neighbour.id for neighbour in estimate.neighbours}
-        inside.append(estimate.low <= item.price <= estimate.high)
-    assert evaluation.interval_coverage == pytest.approx(np.mean(inside))
-    assert 0.3 <= evaluation.interval_coverage <= 0.7  # a 25th-75th percentile range holds about half
-    assert evaluation.mdape < evaluation.mdape_global_median
-    assert demo_engine.evaluate_price(k=10, limit=120).items == 120
+def test_demo_declines_a_photo_unlike_any_lot(demo_engine):
+    calibration = demo_engine.calibration()
+    assert calibration.price is not None and calibration.price.decline_below > 0.3
+    estimates = [demo_engine.estimate_price(Image.fromarray(photo))
+                 for photo in (skimage.data.coins(), skimage.data.text(), skimage.data.camera())]
+    farthest = min(estimates, key=lambda estimate: estimate.best_score)
+    assert farthest.best_score < calibration.price.decline_below
+    assert farthest.price is None and "not enough similar sold lots" in farthest.declined
+
+
+def test_pure_noise_prices_are_declined_or_given_wide_ranges(tmp_path, demo_engine, encoder):
+    noise = relisted_demo(demo_engine, tmp_path / "noise", encoder,
+                          lambda item, rng: (round(float(np.exp(rng.normal(4.5, 0.8))), 0), None))
+    row = noise.evaluate_price().rows[0]
+    demo = demo_engine.evaluate_price().rows[0]
+    print(row)
+    assert row["declined_share"] >= 0.8 or (abs(row["coverage"] - 0.8) <= 0.03 and row["mean_width"] > demo["mean_width"])

@@ -220,3 +220,47 @@ def test_the_same_object_is_marked_and_opening_it_shows_why(browser, server, sta
     finally:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.delete("/api/items/sold-before", headers=auth).status_code == 200
+
+
+def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, stamps, tmp_path):
+    """The panel is prefilled from similar lots; with the write token one click adds the new lot with its photos."""
+    import httpx
+
+    from tests.conftest import TOKEN
+
+    stamp = next(s for s in stamps if s.id == "animals/mammals/dingo")
+    photo = tmp_path / "new lot.jpg"
+    photo.write_bytes(make_phone_photo(load_cutout(stamp), backgrounds()[4], np.random.default_rng(21)))
+    try:
+        for width, height in ((375, 900), (1280, 1000)):
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            page.goto(server.url + "/")
+            page.set_input_files("#photo-input", str(photo))
+            page.wait_for_selector("#catalogue-panel:not([hidden])")
+            assert page.input_value("#new-category") == "animals"
+            assert "of the vote" in page.text_content("#new-category-note")
+            assert page.locator("#new-fields input[data-field='subcategory']").count() == 1
+            page.screenshot(path=str(tmp_path / f"catalogue-panel-{width}.png"), full_page=True)
+            context.close()
+        page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        page.goto(server.url + "/")
+        page.set_input_files("#photo-input", str(photo))
+        page.wait_for_selector("#catalogue-panel:not([hidden])")
+        page.click("#add-lot")  # no token yet: said plainly, nothing sent
+        assert "needs the write token" in page.text_content("#catalogue-status")
+        page.fill("#new-id", "catalogued-here")
+        page.fill("#new-title", "Dingo, carved")
+        page.fill("#new-token", TOKEN)
+        page.click("#add-lot")
+        page.wait_for_function("document.querySelector('#catalogue-status').textContent.startsWith('Added lot')")
+        assert page.text_content("#catalogue-status") == "Added lot catalogued-here with 1 photo."
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            lot = client.get("/api/items/catalogued-here").json()
+            found = client.post("/api/search", files={"image": ("again.jpg", photo.read_bytes(), "image/jpeg")}).json()
+        assert [hit["id"] for hit in found["results"]][:1] == ["catalogued-here"], found["results"][:3]
+        assert lot["category"] == "animals" and lot["title"] == "Dingo, carved" and lot["photo_count"] == 1
+        assert lot["extra"].get("subcategory") in (None, "mammals")
+    finally:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            client.delete("/api/items/catalogued-here", headers={"Authorization": f"Bearer {TOKEN}"})

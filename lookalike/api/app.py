@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import mimetypes
 import pathlib
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -123,6 +125,8 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        # Fitted once per catalogue state (engine/calibration.py); the first search should not wait for it.
+        threading.Thread(target=_warm_calibration, args=(engine,), daemon=True, name="calibration").start()
         yield
         await run_in_threadpool(engine.flush)
 
@@ -421,6 +425,13 @@ def _serve_docs_offline(app: FastAPI) -> None:
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
+
+
+def _warm_calibration(engine: Engine) -> None:
+    try:
+        engine.calibration()
+    except Exception:  # noqa: BLE001 - a search fits it again and reports what is wrong
+        logging.getLogger(__name__).exception("could not calibrate suggestions and price ranges")
 
 
 def _clean(text: str | None) -> str | None:

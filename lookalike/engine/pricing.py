@@ -193,12 +193,14 @@ class PriceCase:
 
 
 def _conformal(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Split-conformal quantiles of signed scores: each tail holds (1 - level) / 2, with the finite-sample step."""
-    count = len(values)
+    """Split-conformal bounds of signed scores, each tail holding (1 - level) / 2: the ceil((n + 1)(1 - tail))-th
+    smallest score above and the floor((n + 1) tail)-th below (the extreme scores when n is too small for that)."""
+    ordered = np.sort(values)
+    count = len(ordered)
     tail = (1 - level) / 2
-    upper = min(1.0, np.ceil((count + 1) * (1 - tail)) / count)
-    lower = max(0.0, np.floor((count + 1) * tail - 1) / count)
-    return float(np.quantile(values, lower, method="lower")), float(np.quantile(values, upper, method="higher"))
+    upper = min(int(np.ceil(round((count + 1) * (1 - tail), 9))), count)
+    lower = max(int(np.floor(round((count + 1) * tail, 9))), 1)
+    return float(ordered[lower - 1]), float(ordered[upper - 1])
 
 
 def _decline_threshold(cases: list[PriceCase]) -> tuple[float, str | None]:

@@ -197,8 +197,8 @@ _WORD = re.compile(r"[\w'-]+")
 
 
 def suggest_title(neighbours: Sequence[SearchHit], sharpness: float = SHARPNESS) -> str | None:
-    """The words of the closest lot's title that at least half of the similar lots' weight also uses, in its
-    order ("Bentwood chair, No. 14" and "Thonet bentwood chair" -> "Bentwood chair"); None when none are shared."""
+    """The words of the closest lot's title that another lot's title shares and at least half of the similar lots'
+    weight uses, in its order ("Bentwood chair, No. 14" and "Thonet bentwood chair" -> "Bentwood chair"); None when none are shared."""
     titled = [hit for hit in neighbours if hit.title]
     if len(titled) < 2:
         return None
@@ -206,8 +206,11 @@ def suggest_title(neighbours: Sequence[SearchHit], sharpness: float = SHARPNESS)
     if weights.sum() <= 0:
         return None
     word_sets = [{word.casefold() for word in _WORD.findall(hit.title)} for hit in titled]
-    kept = [word for word in _WORD.findall(titled[0].title)
-            if sum(weight for weight, words in zip(weights, word_sets) if word.casefold() in words) >= 0.5 * weights.sum()]
+    kept = []
+    for word in _WORD.findall(titled[0].title):
+        using = [weight for weight, words in zip(weights, word_sets) if word.casefold() in words]
+        if len(using) >= 2 and sum(using) >= 0.5 * weights.sum():
+            kept.append(word)
     if not kept:
         return None
     text = " ".join(kept)
