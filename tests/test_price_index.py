@@ -18,14 +18,28 @@ def test_sale_dates_read_as_years():
 
 
 def test_index_by_hand():
-    # Every pair moved by exactly 0.1 log a year: the weighted slope through the origin is 0.1.
-    pairs = [(0.1 * years, years, weight) for years, weight in zip(np.linspace(-3, 3, 41), np.linspace(0.1, 1, 41))]
+    # Every pair moved by exactly 0.1 log a year: the weighted slope through the origin is 0.1, with no doubt.
+    pairs = [(0.1 * years, years, weight, lot) for lot, (years, weight)
+             in enumerate(zip(np.linspace(-3, 3, 41), np.linspace(0.1, 1, 41)))]
     index = fit_price_index(pairs, newest=2025.0)
-    assert index.annual_rate == pytest.approx(0.1) and index.pairs == 40  # the pair 0 years apart says nothing
+    assert index.annual_rate == pytest.approx(0.1) and index.standard_error == pytest.approx(0, abs=1e-9)
+    assert index.pairs == 40  # the pair 0 years apart says nothing
     assert fit_price_index(pairs[:20], newest=2025.0) is None  # too few pairs: prices are not adjusted
     assert index.factor(2023.0, 2025.0) == pytest.approx(np.exp(0.2))
     assert index.factor(2023.0, 2030.0) == pytest.approx(np.exp(0.3))  # held a year past the newest sale
     assert index.factor(None, 2025.0) == 1.0 and PriceIndex(0.1, 30, 2025.0).factor(2025.0, None) == 1.0
+
+
+def test_an_uncertain_trend_is_shrunk_towards_none():
+    rng = np.random.default_rng(0)
+    # Slope 0.05 buried in noise of 0.5 over 40 lots: the estimate is shrunk by 1 - se^2 / rate^2.
+    pairs = [(0.05 * years + rng.normal(0, 0.5), years, 1.0, lot % 40)
+             for lot, years in enumerate(rng.uniform(-3, 3, 200))]
+    index = fit_price_index(pairs, newest=2025.0)
+    expected = index.raw_rate * max(0.0, 1 - index.standard_error**2 / index.raw_rate**2)
+    assert index.annual_rate == pytest.approx(expected) and abs(index.annual_rate) < abs(index.raw_rate)
+    pure_noise = [(rng.normal(0, 0.5), years, 1.0, lot % 40) for lot, years in enumerate(rng.uniform(-3, 3, 200))]
+    assert abs(fit_price_index(pure_noise, newest=2025.0).annual_rate) < 0.03
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from PIL import Image
 from lookalike import Engine, Item
 from lookalike.demo import load_cutout, on_white
 from lookalike.engine.pricing import (
-    Centre,
     PriceBand,
     PriceCalibration,
     PriceCase,
@@ -72,12 +71,14 @@ def test_conformal_quantiles_by_hand():
 
 
 def _cases(rng, count, informative: bool) -> list[PriceCase]:
+    """Lots each priced from three similar lots: near its price (informative) or anywhere (not)."""
     cases = []
     for _ in range(count):
         truth = rng.normal(5, 1)
         guess = truth + rng.normal(0, 0.3) if informative else rng.normal(5, 1)
-        cases.append(PriceCase(float(np.exp(truth)), Centre(guess, abs(rng.normal(0, 0.2)), rng.uniform(0.5, 1)),
-                               float(np.exp(5))))
+        neighbours = [PricedNeighbour(str(n), float(rng.uniform(0.5, 1)), float(np.exp(guess + rng.normal(0, 0.2))))
+                      for n in range(3)]
+        cases.append(PriceCase(float(np.exp(truth)), neighbours, float(np.exp(5))))
     return cases
 
 
@@ -87,10 +88,8 @@ def test_ranges_hold_their_level_on_fresh_cases():
     assert calibration.decline_all is None
     inside = []
     for case in _cases(rng, 4000, True):
-        band = calibration.band(case.centre.best_score)
-        scale = float(np.hypot(case.centre.spread, band.typical_error))
-        error = np.log(case.price) - case.centre.log_price
-        inside.append(band.q_low * scale <= error <= band.q_high * scale)
+        estimate = estimate_price(case.neighbours, calibration=calibration)
+        inside.append(estimate.low <= case.price <= estimate.high)
     assert abs(np.mean(inside) - 0.8) <= 0.03
 
 

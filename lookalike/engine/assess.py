@@ -129,8 +129,13 @@ def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple
     training lots' global and per-category median prices."""
     errors, inside, widths, declined, undeclined, global_errors, category_errors, items = [], [], [], 0, [], [], [], 0
     level = engine.settings.price_level
+    rates, sharpnesses = [], []
     for train, test in folds:
         fitted = calibration.fit(train, engine.model_id, len(train), level, engine.settings.suggest_accuracy, time_adjusted)
+        if fitted.index is not None:
+            rates.append(fitted.index.annual_rate)
+        if fitted.price is not None:
+            sharpnesses.append(fitted.price.sharpness)
         train_prices = [(hood.item.category, hood.item.price) for hood in train if hood.item.price and hood.item.price > 0]
         global_median = float(np.median([price for _, price in train_prices])) if train_prices else None
         by_category: dict = {}
@@ -145,7 +150,8 @@ def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple
             estimate = fitted.estimate(hood.priced, at)
             found = calibration.comparables(hood.priced, hood.item.currency, fitted.index, at)
             if found:
-                undeclined.append(absolute_percentage_error(float(np.exp(pricing.centre(found).log_price)), price))
+                sharpness = fitted.price.sharpness if fitted.price else pricing.SHARPNESS
+                undeclined.append(absolute_percentage_error(float(np.exp(pricing.centre(found, sharpness).log_price)), price))
             if estimate.price is None:
                 declined += 1
                 continue
@@ -170,7 +176,9 @@ def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple
             "median_width": float(np.median(widths)) if answered else None,
             "mdape_global_median": float(np.median(global_errors)) if answered else None,
             "mdape_category_median": float(np.median(category_errors)) if answered else None,
-            "mdape_never_declining": float(np.median(undeclined)) if undeclined else None}
+            "mdape_never_declining": float(np.median(undeclined)) if undeclined else None,
+            "annual_rate": float(np.mean(rates)) if rates else None,
+            "sharpness": float(np.median(sharpnesses)) if sharpnesses else None}
 
 
 def evaluate_price(engine: Engine, limit: int | None = None, on_total: Callable[[int], None] | None = None,

@@ -74,9 +74,9 @@ def comparables(hits: Sequence[SearchHit], currency: str | None, index: price_in
     return chosen
 
 
-def index_pairs(hoods: Sequence[Neighbourhood]) -> tuple[list[tuple[float, float, float]], float | None]:
+def index_pairs(hoods: Sequence[Neighbourhood]) -> tuple[list[tuple[float, float, float, int]], float | None]:
     pairs, newest = [], None
-    for hood in hoods:
+    for number, hood in enumerate(hoods):
         when = price_index.to_years(hood.item.sold_at)
         if when is None or not hood.item.price or hood.item.price <= 0:
             continue
@@ -84,7 +84,8 @@ def index_pairs(hoods: Sequence[Neighbourhood]) -> tuple[list[tuple[float, float
         for hit in hood.priced:
             other = price_index.to_years(hit.sold_at)
             if other is not None and hit.price and hit.price > 0 and hit.currency == hood.item.currency:
-                pairs.append((float(np.log(hood.item.price / hit.price)), when - other, max(hit.score, 0.0) ** pricing.SHARPNESS))
+                pairs.append((float(np.log(hood.item.price / hit.price)), when - other,
+                              max(hit.score, 0.0) ** pricing.SHARPNESS, number))
     return pairs, newest
 
 
@@ -97,7 +98,7 @@ def price_cases(hoods: Sequence[Neighbourhood], index: price_index.PriceIndex | 
     for hood in priced:
         found = comparables(hood.priced, hood.item.currency, index, price_index.to_years(hood.item.sold_at))
         if len(found) >= pricing.MIN_COMPARABLES:
-            cases.append(pricing.PriceCase(hood.item.price, pricing.centre(found), baseline))
+            cases.append(pricing.PriceCase(hood.item.price, found, baseline))
     return cases
 
 

@@ -2,8 +2,10 @@
 
 Similar lots stand in for repeat sales (the Case-Shiller idea): for a lot and each of its similar sold lots,
 the difference of their log prices against the difference of their sale dates; the similarity-weighted
-least-squares slope through the origin is the annual log change of prices. A comparable sold ``dt`` years
-before the date priced counts at its price times ``exp(rate * dt)``.
+least-squares slope through the origin is the annual log change of prices, shrunk towards no change by its
+uncertainty (positive-part James-Stein, with a standard error clustered by lot, since a lot is in several
+pairs): a trend the catalogue cannot pin down is not applied in full. A comparable sold ``dt`` years before
+the date priced counts at its price times ``exp(rate * dt)``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class PriceIndex:
     annual_rate: float
     pairs: int
     newest: float
+    #: The slope before shrinking, and its standard error.
+    raw_rate: float = 0.0
+    standard_error: float = 0.0
 
     def factor(self, sold_years: float | None, at_years: float | None) -> float:
         """What a price of ``sold_years`` is worth at ``at_years`` (1 when either date is unknown)."""
@@ -54,12 +59,18 @@ class PriceIndex:
         return asdict(self)
 
 
-def fit_price_index(pairs: list[tuple[float, float, float]], newest: float) -> PriceIndex | None:
-    """``pairs``: (log price difference, years between the sales, weight) of a lot and a similar lot."""
-    usable = [(d_log, d_years, weight) for d_log, d_years, weight in pairs if abs(d_years) > 1 / 365 and weight > 0]
+def fit_price_index(pairs: list[tuple[float, float, float, int]], newest: float) -> PriceIndex | None:
+    """``pairs``: (log price difference, years between the sales, weight, the priced lot's number) of a lot and
+    a similar lot."""
+    usable = [pair for pair in pairs if abs(pair[1]) > 1 / 365 and pair[2] > 0]
     if len(usable) < MIN_PAIRS:
         return None
-    d_log, d_years, weights = (np.asarray(column, np.float64) for column in zip(*usable))
-    d_log = np.clip(d_log, -3.0, 3.0)  # a mismatched pair must not swing the trend
-    rate = float(np.sum(weights * d_years * d_log) / np.sum(weights * d_years**2))
-    return PriceIndex(rate, len(usable), newest)
+    d_log, d_years, weights, lots = (np.asarray(column) for column in zip(*usable))
+    d_log = np.clip(d_log.astype(np.float64), -3.0, 3.0)  # a mismatched pair must not swing the trend
+    spread = float(np.sum(weights * d_years**2))
+    rate = float(np.sum(weights * d_years * d_log) / spread)
+    scores = weights * d_years * (d_log - rate * d_years)
+    per_lot = np.bincount(np.unique(lots, return_inverse=True)[1], weights=scores)
+    variance = float(np.sum(per_lot**2)) / spread**2
+    shrink = max(0.0, 1.0 - variance / rate**2) if rate else 0.0
+    return PriceIndex(rate * shrink, len(usable), newest, rate, variance**0.5)

@@ -1,7 +1,8 @@
 """Price estimates from similar sold lots, with a calibrated range, or a plain "cannot say".
 
 The estimate is the similarity-weighted median of the neighbours' (log) prices; a neighbour's weight is
-its cosine similarity raised to ``SHARPNESS``, so close matches dominate. The range comes from
+its cosine similarity raised to a sharpness (calibrated, ``SHARPNESS`` without calibration), so close
+matches dominate. The range comes from
 split-conformal calibration (``fit_price_calibration``) on the catalogue's own leave-one-out errors:
 the signed log error divided by a local scale (how much the neighbours disagree, floored by the band's
 typical error), with its quantiles taken per band of best-match similarity. Over lots like the catalogue's,
@@ -16,6 +17,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 SHARPNESS = 4.0
+#: The sharpnesses calibration chooses from (the one with the least leave-one-out error): the higher, the more
+#: the closest lots count against the rest, which pays where a few close lots are the same kind of object.
+SHARPNESS_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: The default level of the range: the share of hammer prices it should hold.
 LEVEL = 0.8
 #: Fewer similar sold lots than this: no estimate.
@@ -82,6 +86,7 @@ class PriceCalibration:
     cases: int
     #: Why everything is declined, when it is (estimates from looks do not beat the median price here).
     decline_all: str | None = None
+    sharpness: float = SHARPNESS
 
     def band(self, best_score: float) -> PriceBand:
         chosen = self.bands[0]
@@ -96,7 +101,7 @@ class PriceCalibration:
     @classmethod
     def from_dict(cls, data: dict) -> PriceCalibration:
         return cls(data["level"], data["decline_below"], [PriceBand(**band) for band in data["bands"]], data["cases"],
-                   data.get("decline_all"))
+                   data.get("decline_all"), data.get("sharpness", SHARPNESS))
 
 
 def weighted_quantile(values, weights, quantile: float) -> float:
@@ -151,7 +156,7 @@ def estimate_price(neighbours: list[PricedNeighbour], currency: str | None = Non
     when to decline. Without one the range is the neighbours' weighted spread at ``level``, marked uncalibrated."""
     neighbours = [n for n in neighbours if n.price > 0]
     if calibration is not None:
-        level = calibration.level
+        level, sharpness = calibration.level, calibration.sharpness
     if not neighbours:
         return PriceEstimate(None, None, None, currency, True, None, [], level,
                              declined="no similar lot in the catalogue has a price")
@@ -184,12 +189,13 @@ def estimate_price(neighbours: list[PricedNeighbour], currency: str | None = Non
 
 @dataclass
 class PriceCase:
-    """One sold lot priced from the others (leave-one-out): what the estimator saw and the truth."""
+    """One sold lot priced from the others (leave-one-out): the similar lots it was priced from, and the truth."""
 
     price: float
-    centre: Centre
+    neighbours: list[PricedNeighbour]
     #: The median price of the other lots (the naive baseline), for judging where looks stop helping.
     baseline: float
+    centre: Centre | None = None
 
 
 def _conformal(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -230,6 +236,10 @@ def fit_price_calibration(cases: list[PriceCase], level: float = LEVEL) -> Price
         raise ValueError("the level must be from 0.5 to under 1")
     if len(cases) < MIN_CALIBRATION:
         return None
+    sharpness = min(SHARPNESS_STEPS, key=lambda step: np.median([
+        abs(np.log(case.price) - centre(case.neighbours, step).log_price) for case in cases]))
+    for case in cases:
+        case.centre = centre(case.neighbours, sharpness)
     decline_below, decline_all = _decline_threshold(cases)
     answered = [case for case in cases if case.centre.best_score >= decline_below] if not decline_all else cases
     if len(answered) < MIN_CALIBRATION:
@@ -245,7 +255,7 @@ def fit_price_calibration(cases: list[PriceCase], level: float = LEVEL) -> Price
         q_low, q_high = _conformal(scaled, level)
         min_score = -1.0 if not bands else chunk[0].centre.best_score
         bands.append(PriceBand(min_score, q_low, q_high, typical, len(chunk)))
-    return PriceCalibration(level, decline_below, bands, len(cases), decline_all)
+    return PriceCalibration(level, decline_below, bands, len(cases), decline_all, sharpness)
 
 
 def absolute_percentage_error(estimate: float, actual: float) -> float:
