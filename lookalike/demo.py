@@ -250,9 +250,9 @@ def make_demo_queries(stamps: list[Stamp], destination: Path, count: int, seed: 
     return queries
 
 
-def run_demo(engine, query_count: int, show_result, show_estimate, show_report) -> None:
-    """Build the demo catalogue in the engine's folder (once), then search it
-    with new phone photos of a few of its items and estimate their prices."""
+def run_demo(engine, query_count: int, show_result, show_estimate, show_report, show_suggestions) -> None:
+    """Build the demo catalogue in the engine's folder (once), then search it with new phone photos of a
+    few of its items, suggest their category and fields, and estimate their prices."""
     stamps = list_stamps(find_stamps_root(engine.settings.stamps_dir))
     print(f"building the demo catalogue in {engine.directory} from {len(stamps)} real photos "
           "(tuxpaint-stamps-default); prices are GENERATED for the demo")
@@ -261,8 +261,9 @@ def run_demo(engine, query_count: int, show_result, show_estimate, show_report) 
     queries = make_demo_queries(stamps, engine.directory / "queries", query_count)
     for stamp, path in queries:
         print(f"\nquery: {path}\n  (a new photo of catalogue item {stamp.id!r}, {stamp.title}, on another background)")
-        result = engine.search(path, k=5)
+        result = engine.search(path, k=5, with_estimate=True)
         show_result(result)
-        show_estimate(engine.estimate_price(path, k=10))
+        show_suggestions(result.suggestions)
+        show_estimate(result.estimate)
     if queries:
         print(f"\ntry your own: lookalike --catalog {engine.directory} search PHOTO.jpg")

@@ -211,9 +211,9 @@ def _print_estimate(estimate: PriceEstimate) -> None:
     if estimate.price is None:
         print(f"no estimate: {estimate.declined}")
     else:
-        print(f"estimated price {_money(estimate.price, estimate.currency)}, "
-              f"{_money(estimate.low, estimate.currency)} to {_money(estimate.high, estimate.currency)} "
-              f"({estimate.meaning}), from {len(estimate.neighbours)} similar sold lots, best match {estimate.best_score:.2f}")
+        print(f"estimated price {_money(estimate.price, estimate.currency)}, range {_money(estimate.low, estimate.currency)} "
+              f"to {_money(estimate.high, estimate.currency)}, from {len(estimate.neighbours)} similar sold lots "
+              f"(best match {estimate.best_score:.2f})\n  {estimate.meaning}")
     for neighbour in estimate.neighbours[:5]:
         adjusted = ("" if neighbour.adjusted_price is None or round(neighbour.adjusted_price) == round(neighbour.price)
                     else f" (today {_money(neighbour.adjusted_price, estimate.currency)})")
@@ -514,7 +514,8 @@ def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from lookalike.demo import DemoDataMissing, run_demo
 
     try:
-        run_demo(engine, args.queries, _print_result, _print_estimate, _print_report)
+        run_demo(engine, args.queries, _print_result, _print_estimate, _print_report,
+                 lambda suggestions: _print_suggestions("suggested:", suggestions))
     except DemoDataMissing as error:
         raise CliError(str(error)) from None
     if args.no_serve:

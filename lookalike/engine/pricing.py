@@ -143,8 +143,8 @@ def _scale(found: Centre, band: PriceBand) -> float:
 
 def meaning(level: float, calibrated: bool) -> str:
     if calibrated:
-        return (f"{level:.0%} range: measured on this catalogue's own sales, {level:.0%} of hammer prices fall "
-                "inside such a range")
+        return (f"{level:.0%} range: on this catalogue's own sales (each priced from the others), {level:.0%} of "
+                "hammer prices fell inside ranges made this way")
     return ("the similar lots' spread (not calibrated: the catalogue has too few sold lots to measure how "
             "often the range holds)")
 
