@@ -85,7 +85,7 @@ def index_pairs(hoods: Sequence[Neighbourhood]) -> tuple[list[tuple[float, float
             other = price_index.to_years(hit.sold_at)
             if other is not None and hit.price and hit.price > 0 and hit.currency == hood.item.currency:
                 pairs.append((float(np.log(hood.item.price / hit.price)), when - other,
-                              max(hit.score, 0.0) ** pricing.SHARPNESS, number))
+                              max(hit.score, 0.0) ** price_index.PAIR_SHARPNESS, number))
     return pairs, newest
 
 

@@ -17,6 +17,10 @@ import numpy as np
 
 #: Fewer pairs of dated sales than this: no index (prices are not adjusted).
 MIN_PAIRS = 30
+#: A pair counts by its similarity to this power: only near-identical objects stand in for repeat sales. Pairs of
+#: different objects carry no trend and, counted more, shrink the slope towards none (on benchmarks/price_bench.py's
+#: earlier half: a true 7% a year read as 1% at power 4, 6.5% at 16, 7.0% at 32).
+PAIR_SHARPNESS = 32.0
 #: A date priced this long after the newest sale is held there: the trend is not extrapolated further.
 MAX_EXTRAPOLATION_YEARS = 1.0
 

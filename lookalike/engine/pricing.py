@@ -209,25 +209,38 @@ def _conformal(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(ordered[lower - 1]), float(ordered[upper - 1])
 
 
+def _non_increasing(values: list[float]) -> np.ndarray:
+    """The closest non-increasing sequence (least squares, pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return np.concatenate([np.full(int(count), total / count) for total, count in blocks])
+
+
 def _decline_threshold(cases: list[PriceCase]) -> tuple[float, str | None]:
-    """The best-match similarity below which leave-one-out error is out of bounds: over windows of cases sliding
-    up the similarity scale, the median similarity of the highest window whose median error exceeds MAX_MDAPE
-    or does not beat the naive median price."""
+    """The best-match similarity below which leave-one-out error is out of bounds. Over windows of cases sliding up
+    the similarity scale, a window's excess is how far its median error is over MAX_MDAPE or over the naive median
+    price's; the excess is smoothed to fall with similarity (isotonic), so one unlucky window among good ones does
+    not move the threshold; the threshold is the highest window still in excess."""
     ordered = sorted(cases, key=lambda case: case.centre.best_score)
     window = min(len(ordered), max(DECLINE_WINDOW, len(ordered) // 10))
     errors = np.array([abs(np.exp(case.centre.log_price) - case.price) / case.price for case in ordered])
     naive = np.array([abs(case.baseline - case.price) / case.price for case in ordered])
-    threshold, out_of_bounds, windows = -1.0, 0, 0
+    centres, excess = [], []
     for start in range(0, len(ordered) - window + 1, max(1, window // 4)):
         ours = float(np.median(errors[start:start + window]))
-        windows += 1
-        if ours > MAX_MDAPE or ours >= float(np.median(naive[start:start + window])):
-            out_of_bounds += 1
-            threshold = ordered[start + window // 2].centre.best_score
-    if windows and out_of_bounds == windows:
-        return threshold, ("no estimate: on this catalogue, prices estimated from similar lots are not better than "
-                           "its median price (leave-one-out)")
-    return threshold, None
+        excess.append(max(ours - MAX_MDAPE, ours - float(np.median(naive[start:start + window]))))
+        centres.append(ordered[start + window // 2].centre.best_score)
+    smoothed = _non_increasing(excess)
+    out = np.flatnonzero(smoothed > 0)
+    if len(out) == len(smoothed):
+        return centres[-1], ("no estimate: on this catalogue, prices estimated from similar lots are not better than "
+                             "its median price (leave-one-out)")
+    return (centres[out[-1]] if len(out) else -1.0), None
 
 
 def fit_price_calibration(cases: list[PriceCase], level: float = LEVEL) -> PriceCalibration | None:
