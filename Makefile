@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python benchmarks/lots_bench.py
 	$(BIN)/python benchmarks/verify_bench.py
 	$(BIN)/python benchmarks/duplicates_bench.py
+	$(BIN)/python benchmarks/price_bench.py
 
 clean:
 	rm -rf demo-catalog .pytest_cache

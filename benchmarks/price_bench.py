@@ -151,6 +151,7 @@ def main() -> None:
                     "catalogue": result["catalogue"], "setting": row["setting"].split(":")[0],
                     "time index": "yes" if row["time_adjusted"] else "no", "level": f"{level:.0%}",
                     "lots": row["items"], "declined": percent(row["declined_share"]), "MdAPE": percent(row["mdape"]),
+                    "bias": percent(row["bias"]),
                     "±10%": percent(row["within_10"]), "±20%": percent(row["within_20"]),
                     "±50%": percent(row["within_50"]), "inside range": percent(row["coverage"]),
                     "mean width": percent(row["mean_width"]), "MdAPE global median": percent(row["mdape_global_median"]),

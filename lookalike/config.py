@@ -69,6 +69,13 @@ class Settings:
     stamps_dir: Path | None = None
     debug: bool = False
 
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.price_level <= 0.99:
+            raise ValueError(f"the price range level must be from 0.5 to 0.99 (LOOKALIKE_PRICE_LEVEL), not {self.price_level}")
+        if not 0.5 <= self.suggest_accuracy <= 1:
+            raise ValueError("the suggestion accuracy must be from 0.5 to 1 (LOOKALIKE_SUGGEST_ACCURACY), "
+                             f"not {self.suggest_accuracy}")
+
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         environ = os.environ if environ is None else environ

@@ -14,7 +14,9 @@ def test_sale_dates_read_as_years():
     assert to_years("2024-07-02T10:00:00") == pytest.approx(2024 + 183 / 365.25)
     assert to_years("2024-07") == to_years("2024-07-01")
     assert to_years("2024") == to_years("2024-07-02")  # a bare year: mid-year
+    assert to_years("2024-3-5") == to_years("2024-03-05")
     assert to_years("last spring") is None and to_years("") is None and to_years(None) is None
+    assert to_years("03-12-2024") is None and to_years("0099") is None and to_years("2024-13-01") is None
 
 
 def test_index_by_hand():

@@ -153,5 +153,30 @@ def test_pure_noise_prices_are_declined_or_given_wide_ranges(tmp_path, demo_engi
                           lambda item, rng: (round(float(np.exp(rng.normal(4.5, 0.8))), 0), None))
     row = noise.evaluate_price().rows[0]
     demo = demo_engine.evaluate_price().rows[0]
-    print(row)
     assert row["declined_share"] >= 0.8 or (abs(row["coverage"] - 0.8) <= 0.03 and row["mean_width"] > demo["mean_width"])
+
+
+def test_an_estimate_never_mixes_currencies():
+    from lookalike.engine.calibration import Calibration, main_currency
+    from lookalike.engine.results import SearchHit
+
+    def sold(item_id, score, price, currency):
+        return SearchHit(item_id, score, None, None, price, currency, None, {})
+
+    hits = [sold("a", 0.9, 100.0, None), sold("b", 0.8, 200.0, "EUR"), sold("c", 0.8, 220.0, "EUR"),
+            sold("d", 0.7, 210.0, "EUR"), sold("e", 0.95, 5000.0, "JPY")]
+    # weights: None .66, JPY .81, EUR .41 + .41 + .24 = 1.06: most of the weight is in euros
+    assert main_currency(hits) == "EUR"
+    estimate = Calibration(None, 5, 0.8, 0.9, None, None).estimate(hits, None)
+    assert estimate.currency == "EUR" and {n.id for n in estimate.neighbours} == {"b", "c", "d"}
+    assert estimate.price == pytest.approx(210.0)
+
+
+def test_a_filtered_search_does_not_claim_the_calibrated_share(demo_engine, stamps):
+    from lookalike import ItemFilter
+
+    stamp = next(s for s in stamps if s.id == "plants/flowers/flower3")
+    photo = on_white(load_cutout(stamp))
+    assert demo_engine.estimate_price(photo).calibrated
+    filtered = demo_engine.estimate_price(photo, item_filter=ItemFilter(category="plants"))
+    assert filtered.price is not None and not filtered.calibrated and "not measured" in filtered.meaning

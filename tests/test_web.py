@@ -241,6 +241,7 @@ def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, 
             assert page.input_value("#new-category") == "animals"
             assert "of the vote" in page.text_content("#new-category-note")
             assert page.locator("#new-fields input[data-field='subcategory']").count() == 1
+            subcategory = page.input_value("#new-fields input[data-field='subcategory']")
             page.screenshot(path=str(tmp_path / f"catalogue-panel-{width}.png"), full_page=True)
             context.close()
         page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
@@ -251,6 +252,9 @@ def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, 
         assert "needs the write token" in page.text_content("#catalogue-status")
         page.fill("#new-id", "catalogued-here")
         page.fill("#new-title", "Dingo, carved")
+        page.fill("#new-fields input[data-field='subcategory']", "carvings")
+        page.fill("#new-price", "140")
+        page.fill("#new-sold-at", "2026-11-20")
         page.fill("#new-token", TOKEN)
         page.click("#add-lot")
         page.wait_for_function("document.querySelector('#catalogue-status').textContent.startsWith('Added lot')")
@@ -260,7 +264,9 @@ def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, 
             found = client.post("/api/search", files={"image": ("again.jpg", photo.read_bytes(), "image/jpeg")}).json()
         assert [hit["id"] for hit in found["results"]][:1] == ["catalogued-here"], found["results"][:3]
         assert lot["category"] == "animals" and lot["title"] == "Dingo, carved" and lot["photo_count"] == 1
-        assert lot["extra"].get("subcategory") in (None, "mammals")
+        assert subcategory == "mammals"  # suggested, then edited before adding
+        assert lot["extra"] == {"subcategory": "carvings"} and lot["price"] == 140 and lot["sold_at"] == "2026-11-20"
+        assert lot["currency"] == "EUR"  # prefilled from the estimate
     finally:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             client.delete("/api/items/catalogued-here", headers={"Authorization": f"Bearer {TOKEN}"})

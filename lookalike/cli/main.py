@@ -373,18 +373,19 @@ def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
         print(json.dumps(evaluation.to_dict()))
         return 0
     print(f"price estimates, each lot priced from the others; ranges at {evaluation.level:.0%}")
-    print(f"  {'setting':<40} {'time':>5} {'lots':>6} {'declined':>8} {'MdAPE':>6} {'±10%':>5} {'±20%':>5} {'±50%':>5} "
-          f"{'inside':>6} {'width':>6} {'global':>7} {'category':>8}")
+    print(f"  {'setting':<40} {'time':>5} {'lots':>6} {'declined':>8} {'MdAPE':>6} {'bias':>5} {'±10%':>5} {'±20%':>5} "
+          f"{'±50%':>5} {'inside':>6} {'width':>6} {'global':>7} {'category':>8}")
     for row in evaluation.rows:
         setting = row["setting"] if len(row["setting"]) <= 40 else row["setting"][:37] + "..."
         print(f"  {setting:<40} {'index' if row['time_adjusted'] else 'no':>5} {row['items']:>6} "
-              f"{_percent(row['declined_share']):>8} {_percent(row['mdape']):>6} {_percent(row['within_10']):>5} "
+              f"{_percent(row['declined_share']):>8} {_percent(row['mdape']):>6} {_percent(row['bias']):>5} "
+              f"{_percent(row['within_10']):>5} "
               f"{_percent(row['within_20']):>5} {_percent(row['within_50']):>5} {_percent(row['coverage']):>6} "
               f"{_percent(row['mean_width']):>6} {_percent(row['mdape_global_median']):>7} "
               f"{_percent(row['mdape_category_median']):>8}")
-    print("  MdAPE: median absolute % error of the estimates given; inside: share of hammer prices inside the range; "
-          "width: mean (high - low) / estimate;\n  global, category: MdAPE of the median price of all lots, of the "
-          "lot's category (on the same lots)")
+    print("  MdAPE: median absolute % error of the estimates given; bias: median of price / estimate - 1 (above 0: "
+          "estimates run low);\n  inside: share of hammer prices inside the range; width: mean (high - low) / estimate; "
+          "global, category: MdAPE of the median price of all lots, of the lot's category (on the same lots)")
     return 0
 
 

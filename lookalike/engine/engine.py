@@ -49,6 +49,8 @@ class _Query:
     features: list[LocalFeatures | None] = field(default_factory=list)
     #: The date a price is estimated for (a catalogue lot: its own sale; None: today).
     sold_at: str | None = None
+    #: Text queries score on another scale than the photo searches prices are calibrated on.
+    photo_scale: bool = True
 
 
 class Engine:
@@ -242,7 +244,8 @@ class Engine:
             hits = self.verifier.check(query.features, hits, self.settings.verify_top)[:k]
         estimate = suggestions = None
         if with_estimate:
-            estimate = self._estimate(query.photos, APPRAISAL_K, item_filter, query.exclude_keys, query.sold_at)
+            estimate = self._estimate(query.photos, APPRAISAL_K, item_filter, query.exclude_keys, query.sold_at,
+                                      as_calibrated=query.photo_scale)
             suggestions = self._suggest(query.photos, query.exclude_keys)
         return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
                             suggestions)
@@ -267,7 +270,7 @@ class Engine:
             raise LookalikeError("the text query is empty")
         started = time.perf_counter()
         vectors = self.embedder.embed_text(text)
-        return _Query(f"text: {text}", [vectors], (time.perf_counter() - started) * 1000)
+        return _Query(f"text: {text}", [vectors], (time.perf_counter() - started) * 1000, photo_scale=False)
 
     def _item_query(self, item_id: str) -> _Query:
         item, vectors = self._item_vectors(item_id)
@@ -311,13 +314,15 @@ class Engine:
         the catalogue, saved in it, refitted when the catalogue has changed by a tenth (or ``refresh``)."""
         return self.calibrations.get(refresh, on_total, on_progress)
 
-    def _estimate(self, queries: list[np.ndarray], k: int, item_filter: ItemFilter,
-                  exclude_keys: Sequence[int] = (), sold_at: str | None = None) -> PriceEstimate:
+    def _estimate(self, queries: list[np.ndarray], k: int, item_filter: ItemFilter, exclude_keys: Sequence[int] = (),
+                  sold_at: str | None = None, currency: str | None = None, as_calibrated: bool = True) -> PriceEstimate:
         priced_filter = ItemFilter(item_filter.category, item_filter.min_price, item_filter.max_price, True,
                                    item_filter.fields)
         hits = self._search_lots(queries, k, priced_filter, exclude_keys)
         at = price_index.to_years(sold_at) or price_index.to_years(time.strftime("%Y-%m-%d"))
-        return self.calibration().estimate(hits, at)
+        # The range's share is measured for the default search: the 10 most similar lots, no filter.
+        as_calibrated = as_calibrated and k == APPRAISAL_K and item_filter.is_empty()
+        return self.calibration().estimate(hits, at, currency, as_calibrated)
 
     def _suggest(self, queries: list[np.ndarray], exclude_keys: Sequence[int] = ()) -> Suggestions:
         return self.calibration().suggest(self._search_lots(queries, APPRAISAL_K, ItemFilter(), exclude_keys))
@@ -331,7 +336,8 @@ class Engine:
     def estimate_price_by_id(self, item_id: str, k: int = APPRAISAL_K) -> PriceEstimate:
         """A catalogue lot priced from the others, as of its own sale."""
         item, vectors = self._item_vectors(item_id)
-        return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos], item.sold_at)
+        return self._estimate([vectors], k, ItemFilter(), [photo.key for photo in item.photos], item.sold_at,
+                              item.currency if item.price else None)
 
     def suggest(self, query: ImageInput | Sequence[ImageInput]) -> Suggestions:
         """Category, fields and a title for a new item, voted by its most similar lots; a field is left out

@@ -26,7 +26,14 @@ MAX_EXTRAPOLATION_YEARS = 1.0
 
 
 def to_years(sold_at: str | None) -> float | None:
-    """An ISO date (2024-03-02, 2024-03, 2024, or a timestamp) as fractional years; None if it is not one."""
+    """A date (2024-03-02, 2024-3-2, 2024-03, 2024, or an ISO timestamp) as fractional years; None if it is not
+    one, or its year is not a plausible sale's (1000-2999: "03-12-2024" is not read as the year 3)."""
+    when = to_date(sold_at)
+    return None if when is None else when.year + (when.timetuple().tm_yday - 1) / 365.25
+
+
+def to_date(sold_at: str | None) -> date | None:
+    """See ``to_years``."""
     if not sold_at:
         return None
     text = str(sold_at).strip()
@@ -35,12 +42,16 @@ def to_years(sold_at: str | None) -> float | None:
     except ValueError:
         when = None
     if when is None:
-        parts = text.split("-")
-        try:
-            when = date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 7, 1 if len(parts) > 1 else 2)
-        except (ValueError, IndexError):
+        parts = text.split("T")[0].split(" ")[0].split("-")
+        if not 1 <= len(parts) <= 3 or len(parts[0]) != 4 or not all(part.isdigit() for part in parts):
             return None
-    return when.year + (when.timetuple().tm_yday - 1) / 365.25
+        try:
+            # A year alone stands for mid-year, a month for its first day.
+            when = date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 7,
+                        int(parts[2]) if len(parts) > 2 else (1 if len(parts) > 1 else 2))
+        except ValueError:
+            return None
+    return when if 1000 <= when.year <= 2999 else None
 
 
 @dataclass
@@ -57,7 +68,7 @@ class PriceIndex:
         if sold_years is None or at_years is None:
             return 1.0
         at_years = min(at_years, self.newest + MAX_EXTRAPOLATION_YEARS)
-        return float(np.exp(self.annual_rate * (at_years - sold_years)))
+        return float(np.exp(np.clip(self.annual_rate * (at_years - sold_years), -5.0, 5.0)))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -225,7 +225,7 @@ def _decline_threshold(cases: list[PriceCase]) -> tuple[float, str | None]:
     """The best-match similarity below which leave-one-out error is out of bounds. Over windows of cases sliding up
     the similarity scale, a window's excess is how far its median error is over MAX_MDAPE or over the naive median
     price's; the excess is smoothed to fall with similarity (isotonic), so one unlucky window among good ones does
-    not move the threshold; the threshold is the highest window still in excess."""
+    not move the threshold; the threshold is the middle of the highest window still in excess."""
     ordered = sorted(cases, key=lambda case: case.centre.best_score)
     window = min(len(ordered), max(DECLINE_WINDOW, len(ordered) // 10))
     errors = np.array([abs(np.exp(case.centre.log_price) - case.price) / case.price for case in ordered])
@@ -245,8 +245,8 @@ def _decline_threshold(cases: list[PriceCase]) -> tuple[float, str | None]:
 
 def fit_price_calibration(cases: list[PriceCase], level: float = LEVEL) -> PriceCalibration | None:
     """Calibrate ranges and declining on leave-one-out cases; None when there are too few to measure."""
-    if not 0.5 <= level < 1:
-        raise ValueError("the level must be from 0.5 to under 1")
+    if not 0.5 <= level <= 0.99:
+        raise ValueError("the level must be from 0.5 to 0.99")
     if len(cases) < MIN_CALIBRATION:
         return None
     sharpness = min(SHARPNESS_STEPS, key=lambda step: np.median([

@@ -161,9 +161,11 @@ async function addLot(event) {
     return;
   }
   const form = new FormData();
-  query.blobs.forEach((blob, index) => form.append("image", blob, blob.name || `photo-${index + 1}.jpg`));
+  // The lot gets the photos as taken, even when a selected region was searched.
+  const photos = state.files.length ? state.files : query.blobs;
+  photos.forEach((blob, index) => form.append("image", blob, blob.name || `photo-${index + 1}.jpg`));
   for (const [name, id] of [["id", "new-id"], ["title", "new-title"], ["category", "new-category"],
-                            ["price", "new-price"], ["currency", "new-currency"]]) {
+                            ["price", "new-price"], ["currency", "new-currency"], ["sold_at", "new-sold-at"]]) {
     if ($(id).value.trim()) form.append(name, $(id).value.trim());
   }
   const extra = {};
@@ -173,6 +175,7 @@ async function addLot(event) {
   form.append("extra", JSON.stringify(extra));
   status.className = "small";
   status.textContent = "Adding…";
+  $("add-lot").disabled = true;
   try {
     const lot = await callApi("/api/items", { method: "POST", body: form, headers: { Authorization: `Bearer ${token}` } });
     sessionStorage.setItem("lookalike-token", token);
@@ -182,6 +185,8 @@ async function addLot(event) {
   } catch (error) {
     status.className = "small error";
     status.textContent = error.message;
+  } finally {
+    $("add-lot").disabled = false;
   }
 }
 
