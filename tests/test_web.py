@@ -238,6 +238,9 @@ def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, 
             page.goto(server.url + "/")
             page.set_input_files("#photo-input", str(photo))
             page.wait_for_selector("#catalogue-panel:not([hidden])")
+            assert page.text_content("#catalogue-summary") == "· suggested: animals · mammals"
+            assert not page.is_visible("#new-category")  # folded: a buyer searching is not shown a cataloguing form
+            page.click("#catalogue-panel summary")
             assert page.input_value("#new-category") == "animals"
             assert "of the vote" in page.text_content("#new-category-note")
             assert page.locator("#new-fields input[data-field='subcategory']").count() == 1
@@ -248,6 +251,7 @@ def test_catalogue_this_item_adds_the_lot_and_it_is_then_found(browser, server, 
         page.goto(server.url + "/")
         page.set_input_files("#photo-input", str(photo))
         page.wait_for_selector("#catalogue-panel:not([hidden])")
+        page.click("#catalogue-panel summary")
         page.click("#add-lot")  # no token yet: said plainly, nothing sent
         assert "needs the write token" in page.text_content("#catalogue-status")
         page.fill("#new-id", "catalogued-here")

@@ -177,6 +177,7 @@ def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple
             # Median of actual / estimate - 1: above 0, estimates run low. (MdAPE favours low estimates: one at half
             # the price is 50% off, one at twice the price 100% off; this shows which way they lean.)
             "bias": float(np.expm1(np.median(log_errors))) if answered else None,
+            "median_abs_log_error": float(np.median(np.abs(log_errors))) if answered else None,
             "within_10": share(0.1), "within_20": share(0.2), "within_50": share(0.5),
             "coverage": float(np.mean(inside)) if answered else None, "level": level,
             "mean_width": float(np.mean(widths)) if answered else None,

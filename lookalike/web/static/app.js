@@ -145,6 +145,8 @@ function showCataloguePanel(suggestions, estimate, query) {
     const found = suggestions.fields[name];
     fields.append(fieldRow(name, found ? found.value : "", voteNote(found, suggestions.withheld[name])));
   }
+  const found = [suggestions.category, ...Object.values(suggestions.fields)].filter(Boolean).map((s) => s.value);
+  $("catalogue-summary").textContent = found.length ? `· suggested: ${found.join(" · ")}` : "· nothing suggested";
   $("new-currency").value = (estimate && estimate.currency) || "";
   $("new-token").value = sessionStorage.getItem("lookalike-token") || "";
 }
