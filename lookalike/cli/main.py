@@ -363,12 +363,18 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
-    on_total, on_progress, close = _progress(args.quiet or args.json, "pricing lots from the others")
+def _with_progress(args: argparse.Namespace, description: str, run):
+    """``run(on_total, on_progress)`` with a progress bar, unless --quiet or --json."""
+    on_total, on_progress, close = _progress(args.quiet or args.json, description)
     try:
-        evaluation = engine.evaluate_price(args.limit, on_total, on_progress)
+        return run(on_total, on_progress)
     finally:
         close()
+
+
+def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
+    evaluation = _with_progress(args, "pricing lots from the others",
+                                lambda total, progress: engine.evaluate_price(args.limit, total, progress))
     if args.json:
         print(json.dumps(evaluation.to_dict()))
         return 0
@@ -379,8 +385,8 @@ def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
         setting = row["setting"] if len(row["setting"]) <= 40 else row["setting"][:37] + "..."
         print(f"  {setting:<40} {'index' if row['time_adjusted'] else 'no':>5} {row['items']:>6} "
               f"{_percent(row['declined_share']):>8} {_percent(row['mdape']):>6} {_percent(row['bias']):>5} "
-              f"{_percent(row['within_10']):>5} "
-              f"{_percent(row['within_20']):>5} {_percent(row['within_50']):>5} {_percent(row['coverage']):>6} "
+              f"{_percent(row['within_10']):>5} {_percent(row['within_20']):>5} {_percent(row['within_50']):>5} "
+              f"{_percent(row['coverage']):>6} "
               f"{_percent(row['mean_width']):>6} {_percent(row['mdape_global_median']):>7} "
               f"{_percent(row['mdape_category_median']):>8}")
     print("  MdAPE: median absolute % error of the estimates given; bias: median of price / estimate - 1 (above 0: "
@@ -390,11 +396,8 @@ def _cmd_evaluate_price(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_suggest(engine: Engine, args: argparse.Namespace) -> int:
-    on_total, on_progress, close = _progress(args.quiet or args.json, "describing lots from the others")
-    try:
-        evaluation = engine.evaluate_suggest(args.limit, on_total, on_progress)
-    finally:
-        close()
+    evaluation = _with_progress(args, "describing lots from the others",
+                                lambda total, progress: engine.evaluate_suggest(args.limit, total, progress))
     if args.json:
         print(json.dumps(evaluation.to_dict()))
         return 0
@@ -434,11 +437,7 @@ def _cmd_suggest(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(engine: Engine, args: argparse.Namespace) -> int:
-    on_total, on_progress, close = _progress(args.quiet or args.json, "calibrating")
-    try:
-        fitted = engine.calibration(True, on_total, on_progress)
-    finally:
-        close()
+    fitted = _with_progress(args, "calibrating", lambda total, progress: engine.calibration(True, total, progress))
     if args.json:
         print(fitted.to_json())
         return 0
