@@ -218,7 +218,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
               dependencies=[Depends(multipart_only)],
-              summary="Similar lots and a price estimate for a photo, or for several photos of one new item")
+              summary="Similar lots, suggested fields and a price estimate for a photo, or for several photos of one new item")
     async def search_photo(image: Annotated[list[UploadFile], File(
                                description="The photo (JPEG, PNG, WebP, HEIC, ...); several `image` parts are several "
                                            "photos of one new item, searched together")],
