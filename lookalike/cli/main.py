@@ -159,8 +159,8 @@ def _filter(args: argparse.Namespace) -> ItemFilter:
     return ItemFilter(category=args.category, min_price=args.min_price, max_price=args.max_price, fields=tuple(fields))
 
 
-def _progress(quiet: bool, description: str):
-    """(on_total, on_progress, close) callbacks driving a tqdm bar with images/s."""
+def _progress(quiet: bool, description: str, unit: str = "img"):
+    """(on_total, on_progress, close) callbacks driving a tqdm bar (images/s unless ``unit`` says otherwise)."""
     if quiet:
         return None, None, lambda: None
     from tqdm import tqdm
@@ -168,7 +168,7 @@ def _progress(quiet: bool, description: str):
     bar = {}
 
     def on_total(total: int) -> None:
-        bar["bar"] = tqdm(total=total, unit="img", desc=description, file=sys.stderr, dynamic_ncols=True)
+        bar["bar"] = tqdm(total=total, unit=unit, desc=description, file=sys.stderr, dynamic_ncols=True)
 
     def on_progress(count: int) -> None:
         bar["bar"].update(count)
@@ -365,7 +365,7 @@ def _percent(value: float | None) -> str:
 
 def _with_progress(args: argparse.Namespace, description: str, run):
     """``run(on_total, on_progress)`` with a progress bar, unless --quiet or --json."""
-    on_total, on_progress, close = _progress(args.quiet or args.json, description)
+    on_total, on_progress, close = _progress(args.quiet or args.json, description, "lot")
     try:
         return run(on_total, on_progress)
     finally:
