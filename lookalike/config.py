@@ -51,6 +51,10 @@ class Settings:
     max_query_photos: int = 10
     #: How many of a search's best lots are checked with local features (0 switches it off).
     verify_top: int = 10
+    #: The server's embedding work: searches and adds running at once (0: one per CPU core) and waiting (-1: twice
+    #: that); beyond, a request is refused at once with 503 and Retry-After.
+    search_workers: int = 0
+    search_queue: int = -1
     #: The share of hammer prices a price range should hold (calibrated on the catalogue's own sales).
     price_level: float = 0.8
     #: How often, leave-one-out, a suggested attribute must be right for that field to be suggested.
@@ -70,6 +74,10 @@ class Settings:
     debug: bool = False
 
     def __post_init__(self) -> None:
+        if self.search_workers <= 0:
+            object.__setattr__(self, "search_workers", max(1, os.cpu_count() or 1))
+        if self.search_queue < 0:
+            object.__setattr__(self, "search_queue", 2 * self.search_workers)
         if not 0.5 <= self.price_level <= 0.99:
             raise ValueError(f"the price range level must be from 0.5 to 0.99 (LOOKALIKE_PRICE_LEVEL), not {self.price_level}")
         if not 0.5 <= self.suggest_accuracy <= 1:
@@ -95,6 +103,8 @@ class Settings:
             verify_top=int(_number(environ, "LOOKALIKE_VERIFY_TOP", 10)),
             price_level=_number(environ, "LOOKALIKE_PRICE_LEVEL", 0.8),
             suggest_accuracy=_number(environ, "LOOKALIKE_SUGGEST_ACCURACY", 0.9),
+            search_workers=int(_number(environ, "LOOKALIKE_SEARCH_WORKERS", 0)),
+            search_queue=int(_number(environ, "LOOKALIKE_SEARCH_QUEUE", -1)),
         )
         return settings.with_(**overrides)
 

@@ -202,10 +202,12 @@ def browser():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, demo_engine):
     """The demo catalogue served with writes enabled, private URLs allowed (for the
-    test's own local image server) and a 2 MB upload / 4 MP pixel limit."""
+    test's own local image server), a 2 MB upload / 4 MP pixel limit, and room to queue every request the
+    tests send at once (refusing when full is tests/test_overload.py's subject)."""
     catalog = copy_catalog(demo_engine, tmp_path_factory.mktemp("served") / "catalog")
     running = Server(catalog, {"LOOKALIKE_API_TOKEN": TOKEN, "LOOKALIKE_ALLOW_PRIVATE_URLS": "1",
-                               "LOOKALIKE_MAX_UPLOAD_MB": "2", "LOOKALIKE_MAX_PIXELS": "4000000"})
+                               "LOOKALIKE_MAX_UPLOAD_MB": "2", "LOOKALIKE_MAX_PIXELS": "4000000",
+                               "LOOKALIKE_SEARCH_QUEUE": "64"})
     yield running
     running.stop()
 

@@ -34,7 +34,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from lookalike.api.limits import BodySizeLimit
+from lookalike.api.limits import Admission, BodySizeLimit, Busy
 from lookalike.api.schemas import (
     ITEM_ID_PATTERN,
     CategoryCount,
@@ -141,6 +141,15 @@ def create_app(engine: Engine) -> BodySizeLimit:
     embed_seconds = Histogram("lookalike_embed_seconds", "Time to embed a query photo", registry=registry,
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
     Gauge("lookalike_catalog_items", "Items in the catalogue", registry=registry).set_function(engine.count)
+    waited = Histogram("lookalike_queue_wait_seconds", "Time a search or add waited for an embedding slot",
+                       registry=registry, buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    refused = Counter("lookalike_busy_rejections_total", "Requests refused with 503 because the embedding work was full",
+                      registry=registry)
+    admission = Admission(settings.search_workers, settings.search_queue, waited.observe, refused.inc)
+    Gauge("lookalike_queue_depth", "Searches and adds waiting for an embedding slot",
+          registry=registry).set_function(lambda: admission.waiting)
+    Gauge("lookalike_embedding_running", "Searches and adds embedding now", registry=registry).set_function(
+        lambda: admission.running)
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -164,6 +173,10 @@ def create_app(engine: Engine) -> BodySizeLimit:
     async def known_error(_: Request, error: LookalikeError):
         return JSONResponse({"error": str(error)}, status_code=STATUS_BY_KIND.get(error.kind, 400),
                             headers=HEADERS_BY_KIND.get(error.kind))
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, error: Busy):
+        return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": str(error.retry_after)})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
@@ -211,12 +224,12 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return [await upload_bytes(upload) for upload in files]
 
     async def answer(search, *args) -> dict:
-        result = await run_in_threadpool(search, *args)
+        result = await admission.run(lambda: run_in_threadpool(search, *args))
         if result.embed_ms:
             embed_seconds.observe(result.embed_ms / 1000)
         return search_body(result)
 
-    @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
+    @app.post("/api/search", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422, 503),
               dependencies=[Depends(multipart_only)],
               summary="Similar lots, suggested fields and a price estimate for a photo, or for several photos of one new item")
     async def search_photo(image: Annotated[list[UploadFile], File(
@@ -226,12 +239,12 @@ def create_app(engine: Engine) -> BodySizeLimit:
         photos = await uploads(image, settings.max_query_photos)
         return await answer(engine.search, photos, params.k, params.filter, True)
 
-    @app.post("/api/search/item", response_model=SearchResponse, tags=["search"], responses=errors(400, 404, 422),
+    @app.post("/api/search/item", response_model=SearchResponse, tags=["search"], responses=errors(400, 404, 422, 503),
               summary="More like this: items similar to one already in the catalogue")
     async def search_item(body: SearchByItem, params: Params):
         return await answer(engine.search_by_id, body.item_id, params.k, params.filter, True)
 
-    @app.post("/api/search/url", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422),
+    @app.post("/api/search/url", response_model=SearchResponse, tags=["search"], responses=errors(400, 413, 415, 422, 503),
               summary="Similar items for a photo at a public http(s) URL")
     async def search_url(body: SearchByUrl, params: Params):
         url = str(body.url)
@@ -240,7 +253,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return {**response, "query": url}
 
     if engine.supports_text:
-        @app.post("/api/search/text", response_model=SearchResponse, tags=["search"], responses=errors(400, 422),
+        @app.post("/api/search/text", response_model=SearchResponse, tags=["search"], responses=errors(400, 422, 503),
                   summary="Items whose photos match a description (this catalogue's model has a text tower)")
         async def search_text(body: SearchByText, params: Params):
             return await answer(engine.search_text, body.text, params.k, params.filter, True)
@@ -280,11 +293,12 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @app.post("/api/items/{item_id:path}/photos", response_model=ItemOut, tags=["catalogue"],
               dependencies=[Depends(require_token), Depends(multipart_only)],
-              responses=errors(400, 401, 403, 404, 409, 413, 415, 422),
+              responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
               summary="Add photos to a lot, after the ones it has (bearer token)")
     async def add_photos(item_id: str, image: Annotated[list[UploadFile], File(description="One or more photos")]):
         photos = await uploads(image, settings.max_photos_per_lot)
-        return item_body(await run_in_threadpool(engine.add_photos, item_id, photos))
+        updated = await admission.run(lambda: run_in_threadpool(engine.add_photos, item_id, photos))
+        return item_body(updated)
 
     @app.delete("/api/items/{item_id:path}/photos/{index}", response_model=ItemOut, tags=["catalogue"],
                 dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 409, 422),
@@ -299,7 +313,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @app.post("/api/items", status_code=201, response_model=ItemOut, tags=["catalogue"],
               dependencies=[Depends(require_token), Depends(multipart_only)],
-              responses=errors(400, 401, 403, 409, 413, 415, 422),
+              responses=errors(400, 401, 403, 409, 413, 415, 422, 503),
               summary="Add a lot with its photos (bearer token)")
     async def add_item(
         image: Annotated[list[UploadFile], File(description="The lot's photos, the main one first")],
@@ -314,7 +328,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         item = Item(id=(id or "").strip() or uuid.uuid4().hex, title=_clean(title), category=_clean(category), price=price,
                     currency=_clean(currency), sold_at=_clean(sold_at), extra=_json_object(extra))
         photos = await uploads(image, settings.max_photos_per_lot)
-        added = await run_in_threadpool(engine.add_item, item, photos, False)
+        added = await admission.run(lambda: run_in_threadpool(engine.add_item, item, photos, False))
         return item_body(await run_in_threadpool(engine.get_item, added.id))
 
     @app.delete("/api/items/{item_id:item_id}", response_model=Removed, tags=["catalogue"],

@@ -54,3 +54,60 @@ class BodySizeLimit:
         except Exception:
             if not state["answered"]:
                 raise
+
+
+class Busy(Exception):
+    """The server's embedding work is full: answer 503 with Retry-After, at once."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the server is busy; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Admission:
+    """Bounded embedding work: at most ``workers`` requests embed at once and ``queue`` more wait their turn; a
+    request beyond that is refused at once (``Busy``) instead of queueing for seconds behind the others.
+
+    Only the event loop touches the counters, so no lock is needed. ``Retry-After`` is the time the work ahead
+    would take at the recent pace, at least a second."""
+
+    def __init__(self, workers: int, queue: int, on_wait=None, on_reject=None):
+        import asyncio
+
+        if workers < 1 or queue < 0:
+            raise ValueError("searches in parallel must be at least 1 and the queue at least 0")
+        self.workers, self.queue = workers, queue
+        self.slots = asyncio.Semaphore(workers)
+        self.admitted = 0  # running or waiting
+        self.running = 0
+        self.recent_seconds = 1.0
+        self.on_wait, self.on_reject = on_wait, on_reject
+
+    @property
+    def waiting(self) -> int:
+        return self.admitted - self.running
+
+    async def run(self, work):
+        """Await ``work()`` (a coroutine function) when a slot is free; raises Busy when the queue is full."""
+        import time
+
+        if self.admitted >= self.workers + self.queue:
+            if self.on_reject:
+                self.on_reject()
+            ahead = (self.admitted - self.workers + 1) / self.workers
+            raise Busy(max(1, round(ahead * self.recent_seconds + 0.5)))
+        self.admitted += 1
+        queued = time.perf_counter()
+        try:
+            async with self.slots:
+                started = time.perf_counter()
+                if self.on_wait:
+                    self.on_wait(started - queued)
+                self.running += 1
+                try:
+                    return await work()
+                finally:
+                    self.running -= 1
+                    self.recent_seconds = 0.8 * self.recent_seconds + 0.2 * (time.perf_counter() - started)
+        finally:
+            self.admitted -= 1
