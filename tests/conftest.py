@@ -61,6 +61,17 @@ def tiny_encoder():
 
 
 @pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus server (tests/milvus_server.py), started once for the session."""
+    from tests.milvus_server import MilvusStandalone
+
+    server = MilvusStandalone(tmp_path_factory.mktemp("milvus-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def stamps():
     try:
         return list_stamps()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ def unit(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
 
 VARIANTS = {"exact": ("exact", {}), "exact-float16": ("exact", {"dtype": "float16"}), "hnsw": ("hnsw", {}),
             "annoy": ("annoy", {"n_trees": 20}), "hnsw-pca": ("hnsw-pca", {"train_size": 200, "components": 24}),
-            "milvus": ("milvus", {})}
-APPROXIMATE = ["hnsw", "annoy", "hnsw-pca", "milvus"]
+            "milvus": ("milvus", {}), "milvus-server": ("milvus", {})}
+APPROXIMATE = ["hnsw", "annoy", "hnsw-pca", "milvus", "milvus-server"]
+#: The real Milvus server's address, set by the fixtures of the tests that run on it.
+MILVUS_SERVER: dict[str, str] = {}
 
 
 class Store:
@@ -40,9 +43,11 @@ def make(variant: str, dim: int = DIM):
     backend, options = VARIANTS[variant]
     if backend == "hnsw-pca":
         options = {**options, "components": min(options["components"], dim) if dim == DIM else 256}
-    if backend == "milvus":
+    if variant == "milvus":
         # Milvus Lite: the embedded Milvus, same client API as a cluster; one database file per index.
         options = {"uri": str(Path(tempfile.mkdtemp(prefix="milvus-")) / "milvus.db")}
+    if variant == "milvus-server":  # a real Milvus server (tests/milvus_server.py); one collection per index
+        options = {"uri": MILVUS_SERVER["uri"], "collection": f"test_{uuid.uuid4().hex[:12]}"}
     store = Store()
     index = create_index(backend, dim, vector_source=store, **options)
     add = index.add
@@ -58,6 +63,8 @@ def make(variant: str, dim: int = DIM):
 
 @pytest.fixture(params=sorted(VARIANTS))
 def backend(request) -> str:
+    if request.param == "milvus-server":
+        MILVUS_SERVER["uri"] = request.getfixturevalue("milvus_server").uri
     return request.param
 
 
@@ -173,7 +180,9 @@ def test_save_then_load_gives_identical_results(backend, tmp_path):
 
 
 @pytest.mark.parametrize("variant", APPROXIMATE)
-def test_recall_against_exact_on_real_features(demo_vectors, variant):
+def test_recall_against_exact_on_real_features(demo_vectors, variant, request):
+    if variant == "milvus-server":
+        MILVUS_SERVER["uri"] = request.getfixturevalue("milvus_server").uri
     keys, vectors = demo_vectors
     exact, approximate = ExactIndex(vectors.shape[1]), make(variant, vectors.shape[1])
     exact.add(keys, vectors)

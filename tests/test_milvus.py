@@ -1,20 +1,38 @@
-"""The engine on Milvus (Milvus Lite, embedded; the same client API as a
-Milvus cluster): the real CLI indexes, filters natively on category and price,
-removes, survives a restart, and rebuilds the collection from SQLite."""
+"""The engine on Milvus, embedded (Milvus Lite) and a real Milvus server (tests/milvus_server.py): the real CLI
+indexes, filters natively on category and price, removes, survives a restart, and rebuilds the collection from
+SQLite when the Milvus side is lost."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import pytest
+
 from tests.conftest import run_cli
 
 
-def test_cli_on_milvus_filters_removes_and_rebuilds(tmp_path, demo_folder):
+@pytest.fixture(params=["lite", "server"])
+def milvus_uri(request, tmp_path) -> str:
+    if request.param == "lite":
+        (tmp_path / "vectors").mkdir()
+        return str(tmp_path / "vectors" / "milvus.db")
+    return request.getfixturevalue("milvus_server").uri
+
+
+def lose_the_milvus_side(uri: str, tmp_path) -> None:
+    if uri.startswith("http"):
+        from pymilvus import MilvusClient
+
+        MilvusClient(uri=uri).drop_collection("lookalike")
+    else:
+        shutil.rmtree(tmp_path / "vectors")
+        (tmp_path / "vectors").mkdir()
+
+
+def test_cli_on_milvus_filters_removes_and_rebuilds(tmp_path, demo_folder, milvus_uri):
     catalog = str(tmp_path / "catalog")
-    uri = str(tmp_path / "vectors" / "milvus.db")
-    (tmp_path / "vectors").mkdir()
-    milvus = ["--catalog", catalog, "--index", "milvus", "--milvus-uri", uri]
+    milvus = ["--catalog", catalog, "--index", "milvus", "--milvus-uri", milvus_uri]
     indexed = run_cli(*milvus, "index", "--metadata", str(demo_folder / "metadata.csv"), "--quiet")
     assert indexed.returncode == 0, indexed.stderr
     info = json.loads(run_cli(*milvus, "info", "--json").stdout)
@@ -38,8 +56,7 @@ def test_cli_on_milvus_filters_removes_and_rebuilds(tmp_path, demo_folder):
     assert run_cli(*milvus, "check").returncode == 0
 
     # The Milvus side lost: rebuilt from SQLite, the source of truth, on the next start.
-    shutil.rmtree(tmp_path / "vectors")
-    (tmp_path / "vectors").mkdir()
+    lose_the_milvus_side(milvus_uri, tmp_path)
     rebuilt = run_cli(*milvus, "check")
     assert rebuilt.returncode == 0, rebuilt.stdout
     again = json.loads(run_cli(*milvus, "--query-mode", "single", "search",

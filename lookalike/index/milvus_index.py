@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, 
 
 FILTER_IN_LIST_MAX = 5000
 BATCH_ROWS = 2000
+#: A Milvus server applies a delete to searches a little later, even for the client that sent it (a Milvus
+#: 2.3.5 server returned a row just deleted by the same Session client); removed keys are left out by the
+#: search expression for this long, after which any consistency level sees the delete.
+DELETE_SETTLE_SECONDS = 60.0
 
 
 def _client(uri: str, token: str | None):
@@ -73,6 +78,7 @@ class MilvusIndex(VectorIndex):
         self._client = _client(self.uri, self.token)
         self._lock = threading.Lock()
         self._live: set[int] = set()
+        self._recently_removed: dict[int, float] = {}  # key -> when
         if not create:
             return
         if self._client.has_collection(collection):
@@ -86,7 +92,8 @@ class MilvusIndex(VectorIndex):
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type="HNSW", metric_type="IP",
                                params={"M": m, "efConstruction": ef_construction})
-        self._client.create_collection(collection, schema=schema, index_params=index_params)
+        # Session: a search sees this client's own writes at once, without waiting for the time tick as Strong does.
+        self._client.create_collection(collection, schema=schema, index_params=index_params, consistency_level="Session")
 
     @classmethod
     def connection_options(cls, settings, home: Path) -> dict:
@@ -122,11 +129,14 @@ class MilvusIndex(VectorIndex):
         with self._lock:
             self._client.delete(self.collection, ids=present)
             self._live.difference_update(present)
+            now = time.monotonic()
+            self._recently_removed.update((key, now) for key in present)
 
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
                 exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Conditions (category, price) and excluded keys are evaluated inside Milvus."""
-        expression = filter_expression(conditions, exclude_keys)
+        expression = filter_expression(conditions, np.concatenate([np.asarray(exclude_keys, np.int64),
+                                                                   self._unsettled_removals()]))
         clauses = [expression] if expression else []
         if allowed is not None:
             if len(allowed) == 0:
@@ -147,6 +157,21 @@ class MilvusIndex(VectorIndex):
                 out_keys[row, column] = int(hit["key"] if "key" in hit else hit["id"])
                 out_scores[row, column] = float(hit["distance"])
         return out_keys, out_scores
+
+    def _count(self) -> int:
+        """The rows the collection holds now. (A server's row_count statistic still counts deleted and replaced
+        rows until compaction; count(*) does not.)"""
+        with self._lock:
+            found = self._client.query(self.collection, filter="key >= 0", output_fields=["count(*)"],
+                                       consistency_level="Strong")
+        return int(found[0]["count(*)"]) if found else 0
+
+    def _unsettled_removals(self) -> np.ndarray:
+        with self._lock:
+            settled = time.monotonic() - DELETE_SETTLE_SECONDS
+            for key in [key for key, when in self._recently_removed.items() if when < settled]:
+                del self._recently_removed[key]
+            return np.fromiter((key for key in self._recently_removed if key not in self._live), np.int64)
 
     def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray, expression: str):
         keys, vectors = [], []
@@ -187,7 +212,7 @@ class MilvusIndex(VectorIndex):
             raise ValueError("the Milvus collection is missing")
         index._client.load_collection(index.collection)
         index._live = set(np.load(directory / "live.npy").tolist())
-        rows = int(index._client.get_collection_stats(index.collection).get("row_count", -1))
+        rows = index._count()
         if rows != len(index._live) or rows != meta["count"]:
             raise ValueError("the Milvus collection does not match the saved index")
         return index
