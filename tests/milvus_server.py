@@ -22,6 +22,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 class MilvusStandalone:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -39,6 +48,8 @@ class MilvusStandalone:
         except ImportError:
             raise RuntimeError("the Milvus server tests need PyPI milvus==2.3.5 (make test installs it)") from None
         self.starts += 1
+        if not _can_bind(self.port):  # a killed server's connections can hold its port for a while
+            self.port = _free_port()
         config = MilvusServerConfig(data_dir=str(self.folder / f"data-{self.starts}"), proxy_port=self.port)
         for component in COMPONENTS:
             config.set(f"{component}.ip", "127.0.0.1")

@@ -559,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     engine = None
     debug = False
+    reported = False  # one line per run: a failure to save after a reported error is the same failure
     try:
         settings = settings_from(args)
         debug = settings.debug
@@ -567,17 +568,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = Engine(settings)
         return COMMANDS[args.command](engine, args)
     except LookalikeError as error:
+        reported = True
         print(one_line(f"lookalike: error: {error}"), file=sys.stderr)
         return EXIT_CODES.get(error.kind, USAGE_ERROR)
     except (ValueError, OSError) as error:
+        reported = True
         print(one_line(f"lookalike: error: {error}"), file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
+        reported = True
         print("lookalike: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # the user gets one line; LOOKALIKE_DEBUG=1 shows the traceback
         if debug:
             raise
+        reported = True
         print(one_line(f"lookalike: internal error: {type(error).__name__}: {error}"), file=sys.stderr)
         return 1
     finally:
@@ -585,7 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 engine.close()
             except Exception as error:  # noqa: BLE001 - never hide the real outcome behind a close failure
-                print(f"lookalike: error while saving: {error}", file=sys.stderr)
+                if not reported:
+                    print(one_line(f"lookalike: error while saving: {error}"), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@ A local file URI (``./milvus.db``) runs Milvus Lite embedded; ``http://host:1953
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from lookalike.errors import ErrorKind, LookalikeError
 from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, read_meta, top_k, write_meta
 
 FILTER_IN_LIST_MAX = 5000
@@ -32,12 +35,43 @@ BATCH_ROWS = 2000
 DELETE_SETTLE_SECONDS = 60.0
 
 
-def _client(uri: str, token: str | None):
+def _client(uri: str, token: str | None) -> _Guarded:
     try:
         from pymilvus import MilvusClient
     except ImportError as error:
         raise RuntimeError("the milvus backend needs pymilvus: pip install -e '.[milvus]'") from error
-    return MilvusClient(uri=uri, token=token or "")
+    # pymilvus logs each failed reconnection with a traceback; the failure reaches the user once, as _Guarded's error.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    return _Guarded(MilvusClient, uri, token)
+
+
+def _without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() if parts.hostname else uri
+
+
+class _Guarded:
+    """The Milvus client, whose failures (server down, unreachable, refusing) come out as one clear error of
+    kind UNAVAILABLE (the CLI's exit 3, the API's 503), naming the server without its credentials."""
+
+    def __init__(self, client_class, uri: str, token: str | None):
+        self._where = _without_credentials(uri)
+        self._client = self._call(client_class, uri=uri, token=token or "")
+
+    def _call(self, function, *args, **kwargs):
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return function(*args, **kwargs)
+        except MilvusException as error:
+            message = str(getattr(error, "message", "") or error).splitlines()[0][:300]
+            raise LookalikeError(f"Milvus at {self._where} is unavailable: {message}", ErrorKind.UNAVAILABLE) from None
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+        return lambda *args, **kwargs: self._call(attribute, *args, **kwargs)
 
 
 def _quote(text: str) -> str:
