@@ -64,6 +64,7 @@ def test_cli_on_milvus_filters_removes_and_rebuilds(tmp_path, demo_folder, milvu
     assert again["results"][0]["id"] == "food/fruit/Cherry_Stella"
 
 
+@pytest.mark.slow  # about 40 s; make test-slow (and CI) runs it
 def test_killing_the_milvus_server_mid_indexing_loses_nothing(tmp_path, demo_folder, milvus_server):
     """kill -9 the Milvus server while `lookalike index` writes to it: the command stops with one clear line,
     what SQLite committed stays, and once a Milvus server is back the rerun completes and the collection is
