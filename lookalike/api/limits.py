@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 
 async def send_json(send, status: int, body: dict) -> None:
@@ -72,8 +74,6 @@ class Admission:
     would take at the recent pace, at least a second."""
 
     def __init__(self, workers: int, queue: int, on_wait=None, on_reject=None):
-        import asyncio
-
         if workers < 1 or queue < 0:
             raise ValueError("searches in parallel must be at least 1 and the queue at least 0")
         self.workers, self.queue = workers, queue
@@ -89,8 +89,6 @@ class Admission:
 
     async def run(self, work):
         """Await ``work()`` (a coroutine function) when a slot is free; raises Busy when the queue is full."""
-        import time
-
         if self.admitted >= self.workers + self.queue:
             if self.on_reject:
                 self.on_reject()

@@ -142,12 +142,14 @@ def _price_row(engine: Engine, name: str, time_adjusted: bool, folds: list[tuple
         for hood in train:
             if hood.item.price and hood.item.price > 0:
                 by_currency.setdefault(hood.item.currency, {}).setdefault(hood.item.category, []).append(hood.item.price)
+        global_medians = {currency: float(np.median([value for prices in by_category.values() for value in prices]))
+                          for currency, by_category in by_currency.items()}
         for hood in test:
             price = hood.item.price
             by_category = by_currency.get(hood.item.currency)
             if not price or price <= 0 or not by_category:
                 continue
-            global_median = float(np.median([value for prices in by_category.values() for value in prices]))
+            global_median = global_medians[hood.item.currency]
             items += 1
             at = price_index.to_years(hood.item.sold_at)
             estimate = fitted.estimate(hood.priced, at, hood.item.currency)
@@ -251,9 +253,11 @@ def evaluate_suggest(engine: Engine, limit: int | None = None, on_total: Callabl
     rows = []
     for name in calibration.field_names(items):
         always, majority, answered, right, cases_count, withheld = [], [], 0, 0, 0, []
+        # A lot's vote does not depend on the halving: voted once, then split with the lots.
+        case_of = calibration.field_cases_by_lot(hoods, name)
         for train, test in _folds(hoods):
-            train_cases = calibration.field_cases(train, name)
-            test_cases = calibration.field_cases(test, name)
+            train_cases = [case_of[hood.item.id] for hood in train if hood.item.id in case_of]
+            test_cases = [case_of[hood.item.id] for hood in test if hood.item.id in case_of]
             fitted = suggest.fit_field(train_cases, len({case.truth for case in train_cases}), len(train_cases), target)
             common = Counter(case.truth for case in train_cases).most_common(1)
             for case in test_cases:
@@ -266,7 +270,7 @@ def evaluate_suggest(engine: Engine, limit: int | None = None, on_total: Callabl
             if fitted.withheld:
                 withheld.append(fitted.withheld)
         rows.append({"field": name, "lots": cases_count // REPEATS,
-                     "distinct": len({case.truth for case in calibration.field_cases(hoods, name)}),
+                     "distinct": len({case.truth for case in case_of.values()}),
                      "accuracy_always": float(np.mean(always)) if always else None,
                      "accuracy_majority": float(np.mean(majority)) if majority else None,
                      "answered_share": answered / cases_count if cases_count else None,

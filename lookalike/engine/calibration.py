@@ -151,11 +151,16 @@ def field_names(items: Sequence[Item]) -> list[str]:
 
 
 def field_cases(hoods: Sequence[Neighbourhood], name: str) -> list[FieldCase]:
-    cases = []
+    return list(field_cases_by_lot(hoods, name).values())
+
+
+def field_cases_by_lot(hoods: Sequence[Neighbourhood], name: str) -> dict[str, FieldCase]:
+    """Lot id -> its field ``name`` voted on by its neighbours, for the lots that have the field."""
+    cases = {}
     for hood in hoods:
-        truth = suggest.normalise(hood.item.category if name == "category" else hood.item.extra.get(name))
+        truth = suggest.normalise(suggest.field_value(hood.item, name))
         if truth is not None:
-            cases.append(FieldCase(truth, suggest.vote(hood.neighbours, name)))
+            cases[hood.item.id] = FieldCase(truth, suggest.vote(hood.neighbours, name))
     return cases
 
 

@@ -250,7 +250,8 @@ class Engine:
         return SearchResult(query.description, hits, (time.perf_counter() - started) * 1000, query.embed_ms, estimate,
                             suggestions)
 
-    def _photo_query(self, images: Sequence[ImageInput]) -> _Query:
+    def _photo_query(self, images: Sequence[ImageInput], verify: bool = True) -> _Query:
+        """The query photos embedded; with ``verify`` (a search) also their local features for verification."""
         if not images:
             raise LookalikeError("give at least one photo")
         if len(images) > self.settings.max_query_photos:
@@ -261,7 +262,8 @@ class Engine:
         decoded = [self.embedder.decode(image, size) for image in images]
         vectors = [self.embedder.embed_query(image) for image in decoded]
         embed_ms = (time.perf_counter() - started) * 1000
-        features = [self.verifier.query_features(image) for image in decoded] if self.settings.verify_top > 0 else []
+        verifying = verify and self.settings.verify_top > 0
+        features = [self.verifier.query_features(image) for image in decoded] if verifying else []
         return _Query(" + ".join(describe(image) for image in images), vectors, embed_ms, features=features)
 
     def _text_query(self, text: str) -> _Query:
@@ -331,7 +333,7 @@ class Engine:
                        item_filter: ItemFilter = ItemFilter()) -> PriceEstimate:
         """What a photographed item may fetch: from the k most similar sold lots, with a range calibrated on
         this catalogue's sales, or declined (``declined`` says why) when the similar lots are too few or too far."""
-        return self._estimate(self._photo_query(_as_list(query)).photos, k, item_filter)
+        return self._estimate(self._photo_query(_as_list(query), verify=False).photos, k, item_filter)
 
     def estimate_price_by_id(self, item_id: str, k: int = APPRAISAL_K) -> PriceEstimate:
         """A catalogue lot priced from the others, as of its own sale."""
@@ -342,7 +344,7 @@ class Engine:
     def suggest(self, query: ImageInput | Sequence[ImageInput]) -> Suggestions:
         """Category, fields and a title for a new item, voted by its most similar lots; a field is left out
         (with the reason) where the vote is weak or the matches far, by thresholds calibrated on this catalogue."""
-        return self._suggest(self._photo_query(_as_list(query)).photos)
+        return self._suggest(self._photo_query(_as_list(query), verify=False).photos)
 
     def suggest_by_id(self, item_id: str) -> Suggestions:
         item, vectors = self._item_vectors(item_id)

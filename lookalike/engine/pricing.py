@@ -129,9 +129,13 @@ class Centre:
     best_score: float
 
 
-def centre(neighbours: list[PricedNeighbour], sharpness: float = SHARPNESS) -> Centre:
+def _log_prices_and_weights(neighbours: list[PricedNeighbour], sharpness: float) -> tuple[np.ndarray, list[float]]:
     prices = np.log([n.adjusted_price if n.adjusted_price is not None else n.price for n in neighbours])
-    weights = [max(n.score, 0.0) ** sharpness for n in neighbours]
+    return prices, [max(n.score, 0.0) ** sharpness for n in neighbours]
+
+
+def centre(neighbours: list[PricedNeighbour], sharpness: float = SHARPNESS) -> Centre:
+    prices, weights = _log_prices_and_weights(neighbours, sharpness)
     middle = weighted_quantile(prices, weights, 0.5)
     spread = weighted_quantile(np.abs(prices - middle), weights, 0.5)
     return Centre(middle, spread, max(n.score for n in neighbours))
@@ -177,8 +181,7 @@ def estimate_price(neighbours: list[PricedNeighbour], currency: str | None = Non
         scale = _scale(found, band)
         low, high = found.log_price + band.q_low * scale, found.log_price + band.q_high * scale
     else:
-        prices = np.log([n.adjusted_price or n.price for n in neighbours])
-        weights = [max(n.score, 0.0) ** sharpness for n in neighbours]
+        prices, weights = _log_prices_and_weights(neighbours, sharpness)
         low = weighted_quantile(prices, weights, (1 - level) / 2)
         high = weighted_quantile(prices, weights, (1 + level) / 2)
     calibrated = calibration is not None

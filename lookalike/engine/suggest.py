@@ -18,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from lookalike.engine.results import SearchHit
+    from lookalike.store import Item
 
 SHARPNESS = 4.0
 #: The accuracy suggestions must reach, leave-one-out, for a field to be suggested.
@@ -46,8 +47,8 @@ def normalise(value) -> str | None:
     return re.sub(r"\s+", " ", text).casefold()
 
 
-def field_value(hit: SearchHit, name: str):
-    return hit.category if name == "category" else hit.extra.get(name)
+def field_value(lot: SearchHit | Item, name: str):
+    return lot.category if name == "category" else lot.extra.get(name)
 
 
 @dataclass
