@@ -16,6 +16,9 @@ from annoy import AnnoyIndex as Forest
 from lookalike.index.base import ApproximateIndex, read_meta, write_meta
 from lookalike.index.table import VectorTable
 
+#: Below this many vectors the forest is built on one thread: well under a second, and reproducible.
+SINGLE_THREAD_BELOW = 50_000
+
 
 class AnnoyIndex(ApproximateIndex):
     backend = "annoy"
@@ -50,6 +53,10 @@ class AnnoyIndex(ApproximateIndex):
 
     def build(self, threads: int = -1) -> None:
         keys, vectors = self.table.live_vectors()
+        if len(keys) < SINGLE_THREAD_BELOW:
+            # Annoy's threaded build interleaves node writes; a small forest built on one thread
+            # answers exactly as it does once saved and loaded (a CI run under load saw it differ).
+            threads = 1
         forest = Forest(self.dim, "dot")
         for row, vector in enumerate(vectors):
             forest.add_item(row, vector)
