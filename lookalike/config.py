@@ -61,6 +61,9 @@ class Settings:
     suggest_accuracy: float = 0.9
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    #: The catalogue's store: None for SQLite in the catalogue folder, or a postgresql:// URL that several servers
+    #: share (the folder then keeps only the saved index and uploaded photos).
+    store: str | None = None
     #: With ``index="milvus"``: a server URI (http://host:19530) or a Milvus Lite file; None = milvus.db in the catalogue.
     milvus_uri: str | None = None
     milvus_token: str | None = None
@@ -92,6 +95,7 @@ class Settings:
             catalog=Path(environ.get("LOOKALIKE_CATALOG") or "catalog"),
             max_pixels=int(_number(environ, "LOOKALIKE_MAX_PIXELS", DEFAULT_MAX_PIXELS)),
             max_upload_bytes=int(_number(environ, "LOOKALIKE_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB) * 1024 * 1024),
+            store=environ.get("LOOKALIKE_STORE") or None,
             milvus_uri=environ.get("LOOKALIKE_MILVUS_URI") or None,
             milvus_token=environ.get("LOOKALIKE_MILVUS_TOKEN") or None,
             cache_dir=model_cache_dir(environ),

@@ -72,6 +72,25 @@ def milvus_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL 16 server with pgvector (tests/postgres_server.py), started once for the session."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the test PostgreSQL server."""
+    import uuid
+
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
 def stamps():
     try:
         return list_stamps()

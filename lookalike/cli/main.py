@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--index-option", action="append", default=[], metavar="NAME=VALUE",
                         help="tune the index, e.g. m=32, ef_search=128, ef_construction=400 (hnsw); "
                              "n_trees=100, search_k=20000 (annoy); dtype=float16 (exact)")
+    parser.add_argument("--store", default=None, metavar="URL",
+                        help="the catalogue's store: a PostgreSQL database (postgresql://user:password@host/db) that "
+                             "several servers share (env LOOKALIKE_STORE; default: SQLite in the catalogue folder)")
     parser.add_argument("--milvus-uri", default=None,
                         help="with --index milvus: a Milvus server (http://host:19530, env LOOKALIKE_MILVUS_URI; token in "
                              "LOOKALIKE_MILVUS_TOKEN) "
@@ -99,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="what the catalogue holds").add_argument("--json", action="store_true")
     commands.add_parser("check", help="verify the catalogue: database integrity, vectors, index")
+    migrate_store = commands.add_parser("migrate-store", help="copy the catalogue, vectors included, into another store")
+    migrate_store.add_argument("target", metavar="URL", help="an empty PostgreSQL database (postgresql://...), or "
+                               "'sqlite' for the catalogue folder's SQLite file")
     bench_index = commands.add_parser("bench-index", help="recall and latency of the current index against exact search")
     bench_index.add_argument("--queries", type=int, default=200)
     bench_index.add_argument("-k", type=int, default=10)
@@ -300,10 +306,19 @@ def _cmd_info(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
         return 0
-    print(f"catalogue  {info['catalog']}\nitems      {info['items']}\nvectors    {info['vectors']}\n"
+    print(f"catalogue  {info['catalog']}\nstore      {info['store']}\nitems      {info['items']}\nvectors    {info['vectors']}\n"
           f"model      {info['model_id']}\nindex      {info['index_backend']}\nschema     v{info['schema_version']}")
     for row in info["categories"][:20]:
         print(f"  {row['items']:>7}  {row['category']}")
+    return 0
+
+
+def _cmd_migrate_store(engine: Engine, args: argparse.Namespace) -> int:
+    target = None if args.target == "sqlite" else args.target
+    copied = engine.copy_store_to(target)
+    use = "leave out --store and LOOKALIKE_STORE" if target is None else "use it with --store URL or LOOKALIKE_STORE"
+    print(f"copied {copied['items']} lots, {copied['photos']} photos and {copied['photo_vectors']} vectors "
+          f"to {copied['store']}; {use}")
     return 0
 
 
@@ -541,9 +556,9 @@ COMMANDS = {
     "check": _cmd_check, "reindex": _cmd_reindex, "evaluate-price": _cmd_evaluate_price,
     "evaluate-suggest": _cmd_evaluate_suggest, "suggest": _cmd_suggest, "calibrate": _cmd_calibrate,
     "evaluate": _cmd_evaluate, "demo": _cmd_demo, "duplicates": _cmd_duplicates,
-    "serve": _cmd_serve, "bench-index": _cmd_bench_index,
+    "serve": _cmd_serve, "bench-index": _cmd_bench_index, "migrate-store": _cmd_migrate_store,
 }
-READ_ONLY = {"search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index", "duplicates",
+READ_ONLY = {"migrate-store", "search", "estimate", "info", "check", "evaluate-price", "evaluate", "serve", "bench-index", "duplicates",
              "suggest", "evaluate-suggest", "calibrate"}
 
 
@@ -552,6 +567,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     model = args.model or (DEFAULT_MODEL if args.command == "reindex" else None)
     return Settings.from_environment(catalog=args.catalog, model=model, index=args.index, query_mode=args.query_mode,
                                      index_options=_index_options(args.index_option), milvus_uri=args.milvus_uri,
+                                     store=args.store,
                                      verify_top=args.verify_top)
 
 
@@ -563,9 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         debug = settings.debug
-        if args.command in READ_ONLY and not (settings.catalog / "catalog.sqlite").exists():
+        if args.command in READ_ONLY and settings.store is None and not (settings.catalog / "catalog.sqlite").exists():
             raise CliError(f"no catalogue at {settings.catalog} (run `lookalike index` or `lookalike demo` first)")
-        engine = Engine(settings)
+        engine = Engine(settings, create=args.command not in READ_ONLY)
         return COMMANDS[args.command](engine, args)
     except LookalikeError as error:
         reported = True

@@ -22,6 +22,7 @@ from lookalike.engine import price_index, pricing, suggest
 from lookalike.engine.pricing import PriceCalibration, PricedNeighbour, PriceEstimate
 from lookalike.engine.results import SearchHit
 from lookalike.engine.suggest import FieldCalibration, FieldCase, Suggestions
+from lookalike.errors import LookalikeError
 from lookalike.store import Item, ItemFilter
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ class CalibrationKeeper:
         found = fit(hoods, engine.model_id, lots, settings.price_level, settings.suggest_accuracy)
         try:
             engine.catalog.set_meta(META_KEY, found.to_json())
-        except (sqlite3.Error, OSError) as error:  # a read-only catalogue still answers; it refits next time
+        except (sqlite3.Error, LookalikeError, OSError) as error:  # a read-only catalogue still answers; it refits next time
             logging.getLogger(__name__).warning("could not save the calibration: %s", error)
         return found
 

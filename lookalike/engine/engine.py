@@ -68,7 +68,7 @@ class Engine:
         loaded model (tests, notebooks) instead of loading ``model``."""
         base = catalog if isinstance(catalog, Settings) else Settings(catalog=Path(catalog))
         self.settings = base.with_(**settings)
-        self.catalog = Catalog(self.settings.catalog, create=create)
+        self.catalog = Catalog(self.settings.catalog, create=create, store=self.settings.store)
         self.directory = self.catalog.directory
         self.embedder = Embedder(self.settings, self.catalog, encoder)
         self.live_index = LiveIndex(self.catalog, self.settings, lambda: self.model_id, lambda: self.encoder.dim)
@@ -435,6 +435,7 @@ class Engine:
         model_id = self.catalog.model_id
         return {
             "catalog": str(self.directory),
+            "store": self.catalog.store,
             "items": self.catalog.count(),
             "vectors": self.catalog.count_vectors(model_id) if model_id else 0,
             "model_id": model_id,
@@ -442,6 +443,18 @@ class Engine:
             "index_backend": self.live_index.saved_backend(),
             "categories": [{"category": category, "items": count} for category, count in self.catalog.category_counts()],
         }
+
+    def copy_store_to(self, store: str | None) -> dict:
+        """Copy this catalogue, vectors included, into another, empty store (``postgresql://...``, or None for
+        SQLite in this catalogue's folder); nothing is re-embedded and the saved index stays valid. Returns the
+        rows copied per table and ``store``, where they went (without credentials)."""
+        if (store or None) == self.settings.store:
+            raise LookalikeError("the catalogue is already in that store")
+        target = Catalog(self.directory, store=store)
+        try:
+            return {**self.catalog.copy_to(target), "store": target.store}
+        finally:
+            target.close()
 
     def check(self) -> list[str]:
         """Problems that would make results wrong; empty when the catalogue is sound."""

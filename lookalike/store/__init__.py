@@ -1,4 +1,4 @@
-"""The catalogue store: items, metadata and vectors in SQLite."""
+"""The catalogue store: items, metadata and vectors in SQLite or PostgreSQL."""
 
 from lookalike.store.catalog import (
     MIGRATIONS,

@@ -1,20 +1,20 @@
-"""The catalogue: lots (items), their metadata, their photos and the photos' vectors in one SQLite file.
+"""The catalogue: lots (items), their metadata, their photos and the photos' vectors, in one SQLite file
+(the default) or a PostgreSQL database (``store="postgresql://..."``) that several servers share.
 
 An item (a lot) has 1..N photos in order, the first its main photo; each photo
 has a vector per model. The vector index is keyed by photo, searches group
 photos back into lots.
 
-SQLite in WAL mode with synchronous=FULL: a write is durable once its
-transaction commits, and a crash at any moment leaves the last committed
-state. The schema carries an explicit version (PRAGMA user_version) and is
-brought up to date by ordered migrations when a catalogue is opened.
+SQLite in WAL mode with synchronous=FULL (or PostgreSQL, fsync on): a write is
+durable once its transaction commits, and a crash at any moment leaves the last
+committed state. The schema carries an explicit version and is brought up to
+date by ordered migrations (store/schema.py) when a catalogue is opened.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,64 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.errors import LookalikeError
+from lookalike.store.database import PostgresDatabase, SqliteDatabase, is_database_url
+from lookalike.store.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS, TABLES
 
 DATABASE_NAME = "catalog.sqlite"
 
-MIGRATIONS: list[str] = [
-    # 1: items, vectors, meta
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE items (
-        key INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        image_path TEXT,
-        title TEXT,
-        category TEXT,
-        price REAL,
-        currency TEXT,
-        sold_at TEXT,
-        extra TEXT NOT NULL DEFAULT '{}',
-        source_size INTEGER,
-        source_mtime_ns INTEGER,
-        added_at TEXT NOT NULL
-    );
-    CREATE INDEX items_category ON items(category);
-    CREATE INDEX items_price ON items(price);
-    CREATE INDEX items_image_path ON items(image_path);
-    CREATE TABLE vectors (
-        key INTEGER NOT NULL REFERENCES items(key) ON DELETE CASCADE,
-        model_id TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        PRIMARY KEY (key, model_id)
-    );
-    CREATE INDEX vectors_model ON vectors(model_id);
-    """,
-    # 2: photos. Each item's one photo becomes photo 0 with the item's key as its own, so the vectors (and a
-    # saved index, keyed the same) carry over without re-embedding.
-    """
-    CREATE TABLE photos (
-        key INTEGER PRIMARY KEY AUTOINCREMENT,
-        item_key INTEGER NOT NULL REFERENCES items(key) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
-        path TEXT,
-        source_size INTEGER,
-        source_mtime_ns INTEGER
-    );
-    CREATE INDEX photos_item ON photos(item_key, position);
-    CREATE INDEX photos_path ON photos(path);
-    INSERT INTO photos(key, item_key, position, path, source_size, source_mtime_ns)
-        SELECT key, key, 0, image_path, source_size, source_mtime_ns FROM items;
-    CREATE TABLE photo_vectors (
-        photo_key INTEGER NOT NULL REFERENCES photos(key) ON DELETE CASCADE,
-        model_id TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        PRIMARY KEY (photo_key, model_id)
-    );
-    INSERT INTO photo_vectors(photo_key, model_id, vector) SELECT key, model_id, vector FROM vectors;
-    DROP TABLE vectors;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+MIGRATIONS = SQLITE_MIGRATIONS
 
 
 class CatalogError(LookalikeError):
@@ -151,7 +99,7 @@ class ItemFilter:
         return (self.category is None and self.min_price is None and self.max_price is None
                 and not self.has_price and not self.fields and self.sold_before is None)
 
-    def sql(self) -> tuple[str, list]:
+    def sql(self, database=SqliteDatabase) -> tuple[str, list]:
         clauses, params = [], []
         if self.category is not None:
             clauses.append("category = ?")
@@ -165,18 +113,20 @@ class ItemFilter:
         if self.has_price or self.min_price is not None or self.max_price is not None:
             clauses.append("price IS NOT NULL")
         for name, value in self.fields:
-            clauses.append("CAST(json_extract(extra, ?) AS TEXT) = ?")
-            params.extend([f'$."{name}"', value])
+            clauses.append(f"{database.json_field_sql} = ?")
+            params.extend([database.json_field_param(name), value])
         if self.sold_before is not None:
             clauses.append("sold_at < ?")
             params.append(self.sold_before)
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or "1=1"), params
 
 
+_PUT_VECTOR = ("INSERT INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?) "
+               "ON CONFLICT(photo_key, model_id) DO UPDATE SET vector = excluded.vector")
 _ITEM_COLUMNS = "key, id, image_path, title, category, price, currency, sold_at, extra, source_size, source_mtime_ns"
 
 
-def _row_to_item(row: sqlite3.Row) -> Item:
+def _row_to_item(row) -> Item:
     return Item(
         key=row[0], id=row[1], image_path=row[2], title=row[3], category=row[4], price=row[5], currency=row[6],
         sold_at=row[7], extra=json.loads(row[8] or "{}"), source_size=row[9], source_mtime_ns=row[10],
@@ -184,69 +134,68 @@ def _row_to_item(row: sqlite3.Row) -> Item:
 
 
 class Catalog:
-    """One catalogue directory's SQLite store. Safe to share between threads."""
+    """One catalogue: its folder (saved index, uploaded photos) and its store, the folder's SQLite file or
+    the PostgreSQL database at ``store``. Safe to share between threads."""
 
-    def __init__(self, directory: str | Path, create: bool = True):
+    def __init__(self, directory: str | Path, create: bool = True, store: str | None = None):
         self.directory = Path(directory)
-        path = self.directory / DATABASE_NAME
-        if not path.exists() and not create:
-            raise CatalogError(f"no catalogue at {self.directory} (run `lookalike index` or `lookalike demo` first)")
-        try:
+        if is_database_url(store):
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        except (OSError, sqlite3.Error) as error:
-            raise CatalogError(f"cannot open catalogue at {self.directory}: {error}") from None
-        self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+            self._db = PostgresDatabase(store)
+        elif store:
+            raise CatalogError(f"the store must be a postgresql:// URL (or left out for SQLite in the folder), not {store!r}")
+        else:
+            path = self.directory / DATABASE_NAME
+            if not path.exists() and not create:
+                raise CatalogError(f"no catalogue at {self.directory} (run `lookalike index` or `lookalike demo` first)")
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._db = SqliteDatabase(path)
+            except (OSError, sqlite3.Error) as error:
+                raise CatalogError(f"cannot open catalogue at {self.directory}: {error}") from None
+        self.store = self._db.where
+        self._migrate(create)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     # -- schema -----------------------------------------------------------------
-    def _migrate(self) -> None:
-        with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, create: bool) -> None:
+        with self.transaction() as db:
+            version = self._db.schema_version(db)
             if version > SCHEMA_VERSION:
                 raise CatalogError(
                     f"catalogue schema version {version} is newer than this lookalike understands ({SCHEMA_VERSION}); upgrade lookalike"
                 )
+            if version == 0 and not create:
+                raise CatalogError(f"no catalogue in {self.store} (run `lookalike index` or `lookalike migrate-store` first)")
             for number in range(version, SCHEMA_VERSION):
-                with self.transaction() as db:
-                    for statement in MIGRATIONS[number].split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {number + 1}")
+                for statement in self._db.migrations[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                self._db.set_schema_version(db, number + 1)
 
     @property
     def schema_version(self) -> int:
-        return self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self._db.read() as db:
+            return self._db.schema_version(db)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> Iterator:
+        with self._db.transaction() as db:
+            yield db
 
     # -- meta -------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._db.read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             self._set_meta(db, key, value)
 
-    def _set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
+    def _set_meta(self, db, key: str, value: str) -> None:
         db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     @property
@@ -258,10 +207,10 @@ class Catalog:
         """Bumped by every committed change; a saved index records the one it saw."""
         return int(self.get_meta("generation", "0"))
 
-    def _bump(self, db: sqlite3.Connection) -> None:
+    def _bump(self, db) -> None:
         db.execute(
             "INSERT INTO meta(key, value) VALUES('generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
         )
 
     def check_model(self, model_id: str) -> None:
@@ -311,7 +260,7 @@ class Catalog:
             self._bump(db)
         return changes
 
-    def _replace_photos(self, db: sqlite3.Connection, item: Item, photos: list[tuple[Photo, np.ndarray | None]],
+    def _replace_photos(self, db, item: Item, photos: list[tuple[Photo, np.ndarray | None]],
                         model_id: str, change: LotChange) -> None:
         rows = db.execute("SELECT key, path, source_size, source_mtime_ns FROM photos WHERE item_key = ?", (item.key,)).fetchall()
         stored = {(row[1], row[2], row[3]): row[0] for row in rows}
@@ -333,7 +282,7 @@ class Catalog:
                     "INSERT INTO photos(item_key, position, path, source_size, source_mtime_ns) VALUES(?,?,?,?,?) RETURNING key",
                     (item.key, position, photo.path, photo.source_size, photo.source_mtime_ns)).fetchone()[0]
             if vector is not None:
-                db.execute("INSERT OR REPLACE INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?)",
+                db.execute(_PUT_VECTOR,
                            (photo.key, model_id, np.asarray(vector, dtype=np.float32).tobytes()))
                 change.added.append((photo.key, np.asarray(vector, np.float32)))
             photo.position = position
@@ -370,7 +319,7 @@ class Catalog:
         fills them in, resumably, then switches)."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?)",
+                _PUT_VECTOR,
                 [(key, model_id, np.asarray(vector, np.float32).tobytes()) for key, vector in zip(photo_keys, vectors)],
             )
             self._bump(db)
@@ -384,15 +333,15 @@ class Catalog:
 
     # -- reads ------------------------------------------------------------------
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        with self._db.read() as db:
+            return db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def count_vectors(self, model_id: str) -> int:
         """Photo vectors of ``model_id``."""
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM photo_vectors WHERE model_id = ?", (model_id,)).fetchone()[0]
+        with self._db.read() as db:
+            return db.execute("SELECT COUNT(*) FROM photo_vectors WHERE model_id = ?", (model_id,)).fetchone()[0]
 
-    def _photos_of(self, db: sqlite3.Connection, item_keys: list[int]) -> dict[int, list[Photo]]:
+    def _photos_of(self, db, item_keys: list[int]) -> dict[int, list[Photo]]:
         found: dict[int, list[Photo]] = {}
         for start in range(0, len(item_keys), 500):
             chunk = item_keys[start : start + 500]
@@ -403,47 +352,47 @@ class Catalog:
         return found
 
     def _with_photos(self, items: list[Item]) -> list[Item]:
-        with self._lock:
-            photos = self._photos_of(self._db, [item.key for item in items])
+        with self._db.read() as db:
+            photos = self._photos_of(db, [item.key for item in items])
         for item in items:
             item.photos = photos.get(item.key, [])
         return items
 
     def get(self, item_id: str) -> Item | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+        with self._db.read() as db:
+            row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         return self._with_photos([_row_to_item(row)])[0] if row else None
 
     def get_many(self, keys: Iterable[int]) -> dict[int, Item]:
         keys = [int(key) for key in keys]
         found: dict[int, Item] = {}
-        with self._lock:
+        with self._db.read() as db:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({marks})", chunk):
+                for row in db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({marks})", chunk):
                     found[row[0]] = _row_to_item(row)
         self._with_photos(list(found.values()))
         return found
 
     def items(self, item_filter: ItemFilter = ItemFilter()) -> Iterator[Item]:
-        where, params = item_filter.sql()
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params).fetchall()
+        where, params = item_filter.sql(self._db)
+        with self._db.read() as db:
+            rows = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params).fetchall()
         return iter(self._with_photos([_row_to_item(row) for row in rows]))
 
     def keys_matching(self, item_filter: ItemFilter) -> np.ndarray:
         """The keys of the items that match."""
-        where, params = item_filter.sql()
-        with self._lock:
-            rows = self._db.execute(f"SELECT key FROM items WHERE {where}", params).fetchall()
+        where, params = item_filter.sql(self._db)
+        with self._db.read() as db:
+            rows = db.execute(f"SELECT key FROM items WHERE {where}", params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def photo_keys_matching(self, item_filter: ItemFilter) -> np.ndarray:
         """The photo keys of the items that match (the index is keyed by photo)."""
-        where, params = item_filter.sql()
-        with self._lock:
-            rows = self._db.execute(
+        where, params = item_filter.sql(self._db)
+        with self._db.read() as db:
+            rows = db.execute(
                 f"SELECT photos.key FROM photos JOIN items ON items.key = photos.item_key WHERE {where}", params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
@@ -451,17 +400,17 @@ class Catalog:
         """photo key -> (item key, position of the photo in its lot)."""
         keys = [int(key) for key in photo_keys]
         found: dict[int, tuple[int, int]] = {}
-        with self._lock:
+        with self._db.read() as db:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                for key, item_key, position in self._db.execute(
+                for key, item_key, position in db.execute(
                         f"SELECT key, item_key, position FROM photos WHERE key IN ({','.join('?' * len(chunk))})", chunk):
                     found[key] = (item_key, position)
         return found
 
     def vector(self, photo_key: int, model_id: str) -> np.ndarray | None:
-        with self._lock:
-            row = self._db.execute("SELECT vector FROM photo_vectors WHERE photo_key = ? AND model_id = ?",
+        with self._db.read() as db:
+            row = db.execute("SELECT vector FROM photo_vectors WHERE photo_key = ? AND model_id = ?",
                                    (photo_key, model_id)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
@@ -469,11 +418,11 @@ class Catalog:
         """The vectors of ``photo_keys``, in that order (all must exist)."""
         keys = [int(key) for key in photo_keys]
         found: dict[int, bytes] = {}
-        with self._lock:
+        with self._db.read() as db:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                found.update(self._db.execute(
+                found.update(db.execute(
                     f"SELECT photo_key, vector FROM photo_vectors WHERE model_id = ? AND photo_key IN ({marks})",
                     [model_id, *chunk]))
         return np.frombuffer(b"".join(found[key] for key in keys), dtype=np.float32).reshape(len(keys), -1)
@@ -482,8 +431,8 @@ class Catalog:
         """(photo keys, vectors) in batches, for every photo with a vector of ``model_id``."""
         last = -1
         while True:
-            with self._lock:
-                rows = self._db.execute(
+            with self._db.read() as db:
+                rows = db.execute(
                     "SELECT photo_key, vector FROM photo_vectors WHERE model_id = ? AND photo_key > ? "
                     "ORDER BY photo_key LIMIT ?", (model_id, last, batch_rows),
                 ).fetchall()
@@ -496,22 +445,22 @@ class Catalog:
 
     def photos_without_vector(self, model_id: str) -> list[tuple[str, Photo]]:
         """(item id, photo) for every photo lacking a vector of ``model_id``."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 "SELECT items.id, photos.path, photos.source_size, photos.source_mtime_ns, photos.key, photos.position "
                 "FROM photos JOIN items ON items.key = photos.item_key WHERE photos.key NOT IN "
                 "(SELECT photo_key FROM photo_vectors WHERE model_id = ?) ORDER BY photos.key", (model_id,)).fetchall()
         return [(row[0], Photo(*row[1:])) for row in rows]
 
     def items_without_photos(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM items WHERE key NOT IN (SELECT item_key FROM photos)").fetchall()
+        with self._db.read() as db:
+            rows = db.execute("SELECT id FROM items WHERE key NOT IN (SELECT item_key FROM photos)").fetchall()
         return [row[0] for row in rows]
 
     def source_states(self) -> dict[str, tuple[str, int | None, int | None]]:
         """photo path -> (item id, size, mtime_ns) for change detection on re-index."""
-        with self._lock:
-            rows = self._db.execute("SELECT photos.path, items.id, photos.source_size, photos.source_mtime_ns "
+        with self._db.read() as db:
+            rows = db.execute("SELECT photos.path, items.id, photos.source_size, photos.source_mtime_ns "
                                     "FROM photos JOIN items ON items.key = photos.item_key").fetchall()
         return {row[0]: (row[1], row[2], row[3]) for row in rows if row[0]}
 
@@ -524,25 +473,38 @@ class Catalog:
             clauses.append("(title LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             params += [pattern, pattern]
-        where = " AND ".join(clauses) or "1"
-        with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", params).fetchone()[0]
-            rows = self._db.execute(
+        where = " AND ".join(clauses) or "1=1"
+        with self._db.read() as db:
+            total = db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", params).fetchone()[0]
+            rows = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key DESC LIMIT ? OFFSET ?", [*params, limit, offset]
             ).fetchall()
         return self._with_photos([_row_to_item(row) for row in rows]), total
 
     def category_counts(self) -> list[tuple[str | None, int]]:
-        with self._lock:
-            return self._db.execute(
+        with self._db.read() as db:
+            return db.execute(
                 "SELECT category, COUNT(*) FROM items GROUP BY category ORDER BY COUNT(*) DESC"
             ).fetchall()
 
+    def copy_to(self, target: Catalog, batch_rows: int = 1000) -> dict[str, int]:
+        """Copy this catalogue, keys and vectors as they are (nothing is re-embedded), into an empty store, in
+        one transaction: the copy is whole or absent. Returns the rows copied per table."""
+        if target.count():
+            raise CatalogError(f"{target.store} already holds {target.count()} lots: copy into an empty store")
+        copied = {}
+        with self._db.read() as source, target.transaction() as out:
+            for table, columns in TABLES.items():
+                names = ", ".join(columns)
+                insert = (f"INSERT INTO {table}({names}) VALUES({','.join('?' * len(columns))})"
+                          + (" ON CONFLICT(key) DO UPDATE SET value = excluded.value" if table == "meta" else ""))
+                cursor = source.execute(f"SELECT {names} FROM {table} ORDER BY {columns[0]}")
+                copied[table] = 0
+                while rows := cursor.fetchmany(batch_rows):
+                    out.executemany(insert, [tuple(row) for row in rows if table != "meta" or row[0] != "schema_version"])
+                    copied[table] += len(rows)
+            target._db.after_copy(out)
+        return copied
+
     def integrity_problems(self) -> list[str]:
-        with self._lock:
-            result = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
-            orphans = self._db.execute("PRAGMA foreign_key_check").fetchall()
-        problems = [line for line in result if line != "ok"]
-        if orphans:
-            problems.append(f"{len(orphans)} vectors without an item")
-        return problems
+        return self._db.integrity_problems()
