@@ -7,6 +7,7 @@ the password never shows in an error."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
@@ -91,7 +92,5 @@ class PostgresServer:
             os.kill(self.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # already stopped
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        except RuntimeError:
-            pass

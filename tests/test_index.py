@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lookalike.config import Settings
 from lookalike.index import BACKENDS, MISSING_KEY, ExactIndex, HnswIndex, VectorIndex, create_index, load_index
 
 DIM = 32
@@ -23,10 +24,10 @@ def unit(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
 
 VARIANTS = {"exact": ("exact", {}), "exact-float16": ("exact", {"dtype": "float16"}), "hnsw": ("hnsw", {}),
             "annoy": ("annoy", {"n_trees": 20}), "hnsw-pca": ("hnsw-pca", {"train_size": 200, "components": 24}),
-            "milvus": ("milvus", {}), "milvus-server": ("milvus", {})}
-APPROXIMATE = ["hnsw", "annoy", "hnsw-pca", "milvus", "milvus-server"]
-#: The real Milvus server's address, set by the fixtures of the tests that run on it.
-MILVUS_SERVER: dict[str, str] = {}
+            "milvus": ("milvus", {}), "milvus-server": ("milvus", {}), "pgvector": ("pgvector", {})}
+APPROXIMATE = ["hnsw", "annoy", "hnsw-pca", "milvus", "milvus-server", "pgvector"]
+#: The real servers' addresses (Milvus, a fresh PostgreSQL database), set by the fixtures of the tests on them.
+SERVERS: dict[str, str] = {}
 
 
 class Store:
@@ -47,7 +48,9 @@ def make(variant: str, dim: int = DIM):
         # Milvus Lite: the embedded Milvus, same client API as a cluster; one database file per index.
         options = {"uri": str(Path(tempfile.mkdtemp(prefix="milvus-")) / "milvus.db")}
     if variant == "milvus-server":  # a real Milvus server (tests/milvus_server.py); one collection per index
-        options = {"uri": MILVUS_SERVER["uri"], "collection": f"test_{uuid.uuid4().hex[:12]}"}
+        options = {"uri": SERVERS["milvus"], "collection": f"test_{uuid.uuid4().hex[:12]}"}
+    if variant == "pgvector":  # a real PostgreSQL server with pgvector (tests/postgres_server.py); one table per index
+        options = {"url": SERVERS["postgresql"], "table": f"test_{uuid.uuid4().hex[:12]}"}
     store = Store()
     index = create_index(backend, dim, vector_source=store, **options)
     add = index.add
@@ -61,10 +64,16 @@ def make(variant: str, dim: int = DIM):
     return index
 
 
+def start_server_for(variant: str, request) -> None:
+    if variant == "milvus-server":
+        SERVERS["milvus"] = request.getfixturevalue("milvus_server").uri
+    if variant == "pgvector":
+        SERVERS["postgresql"] = request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(params=sorted(VARIANTS))
 def backend(request) -> str:
-    if request.param == "milvus-server":
-        MILVUS_SERVER["uri"] = request.getfixturevalue("milvus_server").uri
+    start_server_for(request.param, request)
     return request.param
 
 
@@ -173,7 +182,9 @@ def test_save_then_load_gives_identical_results(backend, tmp_path):
     queries = unit(50, seed=9)
     before = index.search(queries, 10)
     index.save(tmp_path / "saved")
-    loaded = load_index(tmp_path / "saved", vector_source=index.store)
+    # A server-side index is found again through the settings (the database's URL holds the password).
+    settings = Settings(catalog=tmp_path, store=SERVERS["postgresql"]) if backend == "pgvector" else None
+    loaded = load_index(tmp_path / "saved", settings=settings, vector_source=index.store)
     after = loaded.search(queries, 10)
     assert type(loaded) is type(index) and len(loaded) == len(index)
     assert (before[0] == after[0]).all() and np.allclose(before[1], after[1])
@@ -181,8 +192,7 @@ def test_save_then_load_gives_identical_results(backend, tmp_path):
 
 @pytest.mark.parametrize("variant", APPROXIMATE)
 def test_recall_against_exact_on_real_features(demo_vectors, variant, request):
-    if variant == "milvus-server":
-        MILVUS_SERVER["uri"] = request.getfixturevalue("milvus_server").uri
+    start_server_for(variant, request)
     keys, vectors = demo_vectors
     exact, approximate = ExactIndex(vectors.shape[1]), make(variant, vectors.shape[1])
     exact.add(keys, vectors)

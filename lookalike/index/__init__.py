@@ -1,5 +1,5 @@
 """Index backends behind one contract (index/base.py): exact (numpy), HNSW (hnswlib),
-compressed HNSW, Annoy (the original design's baseline) and Milvus."""
+compressed HNSW, Annoy (the original design's baseline), Milvus and pgvector."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from lookalike.index.compressed import CompressedHnswIndex
 from lookalike.index.exact import ExactIndex
 from lookalike.index.hnsw import HnswIndex
 from lookalike.index.milvus_index import MilvusIndex
+from lookalike.index.pgvector_index import PgvectorIndex
 
 BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex, "hnsw": HnswIndex, "hnsw-pca": CompressedHnswIndex,
-                                          "annoy": AnnoyIndex, "milvus": MilvusIndex}
+                                          "annoy": AnnoyIndex, "milvus": MilvusIndex,
+                                          "pgvector": PgvectorIndex}
 #: Below this many photo vectors exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
 #: Above this many, hnsw's memory (5.2 GB per million 1280-d vectors, measured: benchmarks/README.md) would take
@@ -55,4 +57,4 @@ def load_index(directory: Path, *, settings=None, home: Path | None = None,
 
 
 __all__ = ["AUTO_EXACT_LIMIT", "AUTO_HNSW_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
-           "MilvusIndex", "VectorIndex", "VectorSource", "choose_backend", "create_index", "load_index"]
+           "MilvusIndex", "PgvectorIndex", "VectorIndex", "VectorSource", "choose_backend", "create_index", "load_index"]

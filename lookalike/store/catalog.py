@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.errors import LookalikeError
-from lookalike.store.database import PostgresDatabase, SqliteDatabase, is_database_url
+from lookalike.pg import is_database_url
+from lookalike.store.database import PostgresDatabase, SqliteDatabase
 from lookalike.store.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS, TABLES
 
 DATABASE_NAME = "catalog.sqlite"

@@ -16,25 +16,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from lookalike.errors import ErrorKind, LookalikeError
+from lookalike.pg import connection_pool, unavailable_as_error, without_credentials
 from lookalike.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 
 #: The advisory lock key that serialises catalogue writers on PostgreSQL.
 WRITE_LOCK = 0x6C6F6F6B
-POOL_TIMEOUT_SECONDS = 5.0
-
-
-def is_database_url(store: str | None) -> bool:
-    return bool(store) and store.split("://", 1)[0] in ("postgresql", "postgres")
-
-
-def without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return parts._replace(netloc="").geturl()
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 class SqliteDatabase:
@@ -121,43 +108,17 @@ class PostgresDatabase:
     json_field_sql = "(extra::jsonb ->> ?)"
 
     def __init__(self, url: str, pool_size: int = 16):
-        try:
-            import psycopg
-            from psycopg_pool import ConnectionPool
-        except ImportError:
-            raise LookalikeError("a PostgreSQL store needs psycopg: pip install -e '.[postgresql]'") from None
+        self.url = url
         self.where = without_credentials(url)
-        self._password = urlsplit(url).password or ""
-        self._errors = psycopg.Error
         self._local = threading.local()
-        with self.guard():
-            psycopg.connect(url, connect_timeout=int(POOL_TIMEOUT_SECONDS)).close()  # a clear error now, not a pool timeout
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=POOL_TIMEOUT_SECONDS,
-                                    kwargs={"autocommit": True, "connect_timeout": int(POOL_TIMEOUT_SECONDS)},
-                                    check=ConnectionPool.check_connection, name="lookalike-store")
-        self._pool.open(wait=False)
+        self._pool = connection_pool(url, pool_size, "lookalike-store")
 
     @staticmethod
     def json_field_param(name: str) -> str:
         return name
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Connection failures come out as one error of kind UNAVAILABLE, naming the server without credentials."""
-        from psycopg_pool import PoolTimeout
-
-        try:
-            yield
-        except PoolTimeout:
-            raise LookalikeError(f"PostgreSQL at {self.where} is unavailable: no connection within "
-                                 f"{POOL_TIMEOUT_SECONDS:g} s", ErrorKind.UNAVAILABLE) from None
-        except self._errors as error:
-            if getattr(error, "sqlstate", None) and not str(error.sqlstate).startswith(("08", "28", "3D", "53", "57")):
-                raise  # a bug or a constraint, not the server being away or refusing us
-            message = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
-            if self._password:
-                message = message.replace(self._password, "***")
-            raise LookalikeError(f"PostgreSQL at {self.where} is unavailable: {message}", ErrorKind.UNAVAILABLE) from None
+    def guard(self):
+        return unavailable_as_error(self.url)
 
     @contextmanager
     def read(self) -> Iterator[_PostgresConnection]:
