@@ -5,6 +5,10 @@ counter and the model it was built from). On first use the saved index is loaded
 when its state, backend and options match; otherwise it is rebuilt from the
 store, which is always the source of truth. ``flush`` saves it into a fresh
 folder and swaps that into place, so a reader never sees a half-written index.
+
+A shared index (a Milvus server's collection, a pgvector table, used by several
+search servers over one PostgreSQL store) is never rebuilt while it exists: it
+is attached to as it stands and reconciled with the store, photo by photo.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError
-from lookalike.index import VectorIndex, choose_backend, create_index, load_index
+from lookalike.index import VectorIndex, attach_index, choose_backend, create_index, load_index
 from lookalike.index.base import read_meta
 from lookalike.store import Catalog, Item, ItemFilter, LotChange
 
@@ -60,6 +64,15 @@ class LiveIndex:
         count = self.catalog.count_vectors(self._model_id())
         backend = choose_backend(self.settings.index, count)
         try:
+            shared = attach_index(backend, self._dim(), **self._context(), **self.settings.index_options)
+        except TypeError as error:
+            raise LookalikeError(f"the {backend} index does not take these options: {error}") from None
+        if shared is not None:
+            self.reconcile(shared)
+            self._index, self._dirty = shared, True
+            self.flush()
+            return shared
+        try:
             state = json.loads((self.folder / "state.json").read_text())
             saved = read_meta(self.folder)
             same_options = all(saved.get(name) == value for name, value in self.settings.index_options.items())
@@ -83,6 +96,20 @@ class LiveIndex:
         self._index, self._dirty = index, True
         self.flush()
         return index
+
+    def reconcile(self, index: VectorIndex) -> tuple[int, int]:
+        """Bring an index in line with the store: add the photos it lacks, drop those the store no longer has.
+        Returns (added, removed). The index is read before the store: every writer commits to the store first,
+        so a photo in the index and not in the store was removed, never one being added."""
+        indexed = index.keys()
+        stored = self.catalog.photo_keys_with_vector(self._model_id())
+        missing, extra = np.setdiff1d(stored, indexed), np.setdiff1d(indexed, stored)
+        if len(extra):
+            index.remove(extra)
+        for start in range(0, len(missing), 5000):
+            present, vectors = self.catalog.stored_vectors(missing[start : start + 5000], self._model_id())  # not removed since
+            self._add(index, present, vectors)
+        return len(missing), len(extra)
 
     def _fields(self, photo_keys, items: Sequence[Item] | None = None) -> list[dict]:
         """Category and price of each photo's lot, for a backend that filters natively."""

@@ -50,6 +50,13 @@ def create_index(backend: str, dim: int, *, settings=None, home: Path | None = N
     return cls(dim, **{**_context(cls, settings, home, vector_source), **options})
 
 
+def attach_index(backend: str, dim: int, *, settings=None, home: Path | None = None,
+                 vector_source: VectorSource | None = None, **options) -> VectorIndex | None:
+    """The shared index (a Milvus server's collection, a pgvector table) as it stands, or None."""
+    cls = BACKENDS[backend]
+    return cls.attach(dim, **{**_context(cls, settings, home, vector_source), **options})
+
+
 def load_index(directory: Path, *, settings=None, home: Path | None = None,
                vector_source: VectorSource | None = None) -> VectorIndex:
     cls = BACKENDS[read_meta(directory)["backend"]]
@@ -57,4 +64,5 @@ def load_index(directory: Path, *, settings=None, home: Path | None = None,
 
 
 __all__ = ["AUTO_EXACT_LIMIT", "AUTO_HNSW_LIMIT", "BACKENDS", "MISSING_KEY", "AnnoyIndex", "CompressedHnswIndex", "ExactIndex", "HnswIndex",
-           "MilvusIndex", "PgvectorIndex", "VectorIndex", "VectorSource", "choose_backend", "create_index", "load_index"]
+           "MilvusIndex", "PgvectorIndex", "VectorIndex", "VectorSource", "attach_index", "choose_backend", "create_index",
+           "load_index"]

@@ -23,6 +23,11 @@ backend what it can do beyond the capabilities declared below.
   catalogue's stored vectors by key) in its constructor and in ``load``.
 - ``connection_options(settings, home)`` says what a backend takes from the
   settings (a server URI and token) and where it keeps files by default.
+- A ``shared`` index lives in a server that several search servers use at once
+  (a Milvus server, pgvector). ``attach(dim, **context)`` connects to it as it
+  is (None when there is none of that dimension); the caller reconciles it with
+  the catalogue instead of rebuilding it under the other servers. Its ``keys()``
+  and ``len()`` are the server's, whoever wrote them.
 
 ``tests/test_index.py`` runs this contract against every backend, with exact
 search as the reference.
@@ -48,6 +53,8 @@ class VectorIndex(ABC):
     native_filters: ClassVar[bool] = False
     #: Re-ranks from the catalogue's stored vectors: takes ``vector_source``.
     needs_stored_vectors: ClassVar[bool] = False
+    #: Lives in a server other search servers share (set per instance: Milvus Lite is not shared, a Milvus server is).
+    shared: bool = False
     dim: int
 
     @abstractmethod
@@ -70,6 +77,11 @@ class VectorIndex(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, **context) -> VectorIndex: ...
+
+    @classmethod
+    def attach(cls, dim: int, **context) -> VectorIndex | None:
+        """The shared index as it stands on its server, or None (never for an in-process index)."""
+        return None
 
     @classmethod
     def connection_options(cls, settings, home: Path) -> dict:

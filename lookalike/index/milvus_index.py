@@ -33,6 +33,8 @@ BATCH_ROWS = 2000
 #: 2.3.5 server returned a row just deleted by the same Session client); removed keys are left out by the
 #: search expression for this long, after which any consistency level sees the delete.
 DELETE_SETTLE_SECONDS = 60.0
+#: How long a shared collection's row count is reused (searches bound their candidate counts by it).
+COUNT_REUSE_SECONDS = 2.0
 
 
 def _client(uri: str, token: str | None) -> _Guarded:
@@ -110,8 +112,11 @@ class MilvusIndex(VectorIndex):
         self.collection = collection
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self._client = _client(self.uri, self.token)
+        #: A Milvus server may be shared by several search servers; Milvus Lite (a local file) never is.
+        self.shared = urlsplit(uri).scheme in ("http", "https", "tcp", "grpc")
         self._lock = threading.Lock()
         self._live: set[int] = set()
+        self._counted = (-math.inf, 0)  # (when, rows) of the last count of a shared collection
         self._recently_removed: dict[int, float] = {}  # key -> when
         if not create:
             return
@@ -134,10 +139,50 @@ class MilvusIndex(VectorIndex):
         """The server (or Milvus Lite file, by default in the catalogue folder) and its token."""
         return {"uri": settings.milvus_uri or str(Path(home) / "milvus.db"), "token": settings.milvus_token}
 
+    @classmethod
+    def attach(cls, dim: int, uri: str = "milvus.db", token: str | None = None, collection: str = "lookalike",
+               **options) -> MilvusIndex | None:
+        options.pop("vector_source", None)
+        if urlsplit(uri).scheme not in ("http", "https", "tcp", "grpc"):
+            return None
+        index = cls(dim, uri, token, collection, create=False, **options)
+        if not index._client.has_collection(collection) or index._collection_dim() != dim:
+            index.close()
+            return None
+        index._client.load_collection(collection)
+        index._live = set(index._server_keys().tolist())
+        return index
+
+    def _collection_dim(self) -> int | None:
+        for described in self._client.describe_collection(self.collection).get("fields", []):
+            if described.get("name") == "vector":
+                return int(described.get("params", {}).get("dim", 0))
+        return None
+
+    def _server_keys(self) -> np.ndarray:
+        keys = []
+        with self._lock:
+            found = self._client.query_iterator(self.collection, batch_size=BATCH_ROWS * 5, filter="key >= 0",
+                                                output_fields=["key"], consistency_level="Strong")
+            while batch := found.next():
+                keys.extend(int(row["key"]) for row in batch)
+            found.close()
+        return np.asarray(sorted(keys), dtype=np.int64)
+
     def __len__(self) -> int:
-        return len(self._live)
+        if not self.shared:
+            return len(self._live)
+        # Every search asks for the size; a shared server's count(*) waits for the time tick, so it is reused briefly.
+        when, count = self._counted
+        if time.monotonic() - when > COUNT_REUSE_SECONDS:
+            count = self._count()
+            self._counted = (time.monotonic(), count)
+        return count
 
     def keys(self) -> np.ndarray:
+        """The keys in the collection: on a shared server, whoever wrote them."""
+        if self.shared:
+            return self._server_keys()
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
 
     def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
@@ -155,14 +200,17 @@ class MilvusIndex(VectorIndex):
             for start in range(0, len(rows), BATCH_ROWS):
                 self._client.upsert(self.collection, rows[start : start + BATCH_ROWS])
             self._live.update(keys.tolist())
+            self._counted = (-math.inf, 0)
 
     def remove(self, keys) -> None:
-        present = [key for key in as_keys(keys).tolist() if key in self._live]
+        # On a shared server another search server may have added keys this one never saw: delete them all.
+        present = [key for key in as_keys(keys).tolist() if self.shared or key in self._live]
         if not present:
             return
         with self._lock:
             self._client.delete(self.collection, ids=present)
             self._live.difference_update(present)
+            self._counted = (-math.inf, 0)
             now = time.monotonic()
             self._recently_removed.update((key, now) for key in present)
 

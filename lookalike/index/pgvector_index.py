@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, 
 from lookalike.pg import CONNECT_TIMEOUT_SECONDS, connection_pool, unavailable_as_error, without_credentials
 
 BATCH_ROWS = 1000
+COUNT_REUSE_SECONDS = 2.0
 #: pgvector's ceiling for hnsw.ef_search.
 MAX_EF_SEARCH = 1000
 
@@ -52,11 +54,27 @@ class PgvectorIndex(VectorIndex):
             connection.execute("CREATE EXTENSION IF NOT EXISTS vector")  # before the pool's connections load its types
         self._pool = connection_pool(url, 8, "lookalike-pgvector", configure=_register_vector)
         self._graph_ready = False
+        self._counted = (-math.inf, 0)
         if create:
             with self._connection() as connection, connection.transaction():
                 connection.execute(f"DROP TABLE IF EXISTS {table}")  # a fresh index is rebuilt from the catalogue
                 connection.execute(f"CREATE TABLE {table} (key BIGINT PRIMARY KEY, embedding vector({int(dim)}) NOT NULL, "
                                    "category TEXT, price DOUBLE PRECISION)")
+
+    @classmethod
+    def attach(cls, dim: int, url: str | None = None, **options) -> PgvectorIndex | None:
+        options.pop("vector_source", None)
+        index = cls(dim, url, create=False, **options)
+        if index._dimension() != dim:
+            index.close()
+            return None
+        return index
+
+    def _dimension(self) -> int | None:
+        with self._guard(), self._connection() as connection:
+            found = connection.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                                       "WHERE attrelid = to_regclass(%s) AND attname = 'embedding'", (self.table,)).fetchone()
+        return int(found[0][len("vector("):-1]) if found and found[0].startswith("vector(") else None
 
     def _guard(self):
         return unavailable_as_error(self.url)
@@ -83,8 +101,12 @@ class PgvectorIndex(VectorIndex):
         self._graph_ready = True
 
     def __len__(self) -> int:
-        with self._guard(), self._connection() as connection:
-            return connection.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        when, count = self._counted  # every search asks; other servers' changes show within COUNT_REUSE_SECONDS
+        if time.monotonic() - when > COUNT_REUSE_SECONDS:
+            with self._guard(), self._connection() as connection:
+                count = connection.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+            self._counted = (time.monotonic(), count)
+        return count
 
     def keys(self) -> np.ndarray:
         with self._guard(), self._connection() as connection:
@@ -107,12 +129,14 @@ class PgvectorIndex(VectorIndex):
             for start in range(0, len(rows), BATCH_ROWS):
                 with connection.transaction():
                     cursor.executemany(statement, rows[start : start + BATCH_ROWS])
+        self._counted = (-math.inf, 0)
 
     def remove(self, keys) -> None:
         keys = as_keys(keys)
         if len(keys):
             with self._guard(), self._connection() as connection:
                 connection.execute(f"DELETE FROM {self.table} WHERE key = ANY(%s)", (keys.tolist(),))
+            self._counted = (-math.inf, 0)
 
     def _where(self, allowed: np.ndarray | None, conditions, exclude_keys: np.ndarray) -> tuple[str, list]:
         clauses, params = [], []
@@ -172,10 +196,7 @@ class PgvectorIndex(VectorIndex):
         if url is None or without_credentials(url) != meta["database"]:
             raise ValueError("the saved index is in another database")
         index = cls(meta["dim"], url, meta["table"], meta["m"], meta["ef_construction"], meta["ef_search"], create=False)
-        with index._guard(), index._connection() as connection:
-            found = connection.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                                       "WHERE attrelid = to_regclass(%s) AND attname = 'embedding'", (index.table,)).fetchone()
-        if found is None or found[0] != f"vector({meta['dim']})":
+        if index._dimension() != meta["dim"]:
             index.close()
             raise ValueError(f"the pgvector table {meta['table']} is missing or of another dimension")
         return index

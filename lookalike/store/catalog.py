@@ -417,6 +417,16 @@ class Catalog:
 
     def vectors_for(self, photo_keys: np.ndarray, model_id: str) -> np.ndarray:
         """The vectors of ``photo_keys``, in that order (all must exist)."""
+        found = self._vector_bytes(photo_keys, model_id)
+        return np.frombuffer(b"".join(found[int(key)] for key in photo_keys), dtype=np.float32).reshape(len(photo_keys), -1)
+
+    def stored_vectors(self, photo_keys: np.ndarray, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of those of ``photo_keys`` that still have a vector, in key order."""
+        found = self._vector_bytes(photo_keys, model_id)
+        keys = np.asarray(sorted(found), dtype=np.int64)
+        return keys, np.frombuffer(b"".join(found[key] for key in keys.tolist()), dtype=np.float32).reshape(len(keys), -1)
+
+    def _vector_bytes(self, photo_keys, model_id: str) -> dict[int, bytes]:
         keys = [int(key) for key in photo_keys]
         found: dict[int, bytes] = {}
         with self._db.read() as db:
@@ -426,7 +436,7 @@ class Catalog:
                 found.update(db.execute(
                     f"SELECT photo_key, vector FROM photo_vectors WHERE model_id = ? AND photo_key IN ({marks})",
                     [model_id, *chunk]))
-        return np.frombuffer(b"".join(found[key] for key in keys), dtype=np.float32).reshape(len(keys), -1)
+        return {key: bytes(vector) for key, vector in found.items()}
 
     def vectors(self, model_id: str, batch_rows: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(photo keys, vectors) in batches, for every photo with a vector of ``model_id``."""
@@ -443,6 +453,13 @@ class Catalog:
             vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
             yield keys, vectors
             last = int(keys[-1])
+
+    def photo_keys_with_vector(self, model_id: str) -> np.ndarray:
+        """The keys of every photo with a vector of ``model_id``, in order (no vectors read)."""
+        with self._db.read() as db:
+            rows = db.execute("SELECT photo_key FROM photo_vectors WHERE model_id = ? ORDER BY photo_key",
+                              (model_id,)).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def photos_without_vector(self, model_id: str) -> list[tuple[str, Photo]]:
         """(item id, photo) for every photo lacking a vector of ``model_id``."""
