@@ -150,3 +150,23 @@ def test_a_store_that_is_down_is_one_clear_error_without_the_password(tmp_path, 
         assert PASSWORD not in str(caught.value) and "not-the-password" not in str(caught.value)
     with pytest.raises(CatalogError, match="postgresql://"):
         Catalog(tmp_path, store="mysql://somewhere/db")
+
+
+def test_a_copied_catalogue_keeps_its_keys_and_never_gives_a_removed_one_again(tmp_path, postgres_url):
+    source = Catalog(tmp_path / "sqlite")
+    keys = source.upsert([(Item(f"lot-{n}", price=float(n), extra={"maker": "Thonet"}), vector(n)) for n in range(5)], MODEL)
+    source.remove(["lot-4"])  # the highest key is gone, and still never given again
+    for target_store in (postgres_url, None):
+        target = Catalog(tmp_path / f"copy-{target_store is None}", store=target_store)
+        lots = source.count()
+        copied = source.copy_to(target)
+        assert copied["items"] == lots and copied["photo_vectors"] == lots
+        assert {item.id: (item.key, item.price, item.extra) for item in target.items()} == \
+            {item.id: (item.key, item.price, item.extra) for item in source.items()}
+        assert np.allclose(target.vector(keys[0], MODEL), vector(0)) and target.generation == source.generation
+        [new] = target.upsert([(Item(f"lot-new-{lots}"), vector(9))], MODEL)
+        assert new > max(keys)
+        keys.append(new)
+        with pytest.raises(CatalogError, match="already holds"):
+            source.copy_to(target)
+        source = target  # then back from PostgreSQL to SQLite

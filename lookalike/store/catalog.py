@@ -521,7 +521,7 @@ class Catalog:
                 while rows := cursor.fetchmany(batch_rows):
                     out.executemany(insert, [tuple(row) for row in rows if table != "meta" or row[0] != "schema_version"])
                     copied[table] += len(rows)
-            target._db.after_copy(out)
+            target._db.after_copy(out, self._db.highest_keys(source))
         return copied
 
     def integrity_problems(self) -> list[str]:

@@ -64,8 +64,14 @@ class SqliteDatabase:
     def set_schema_version(self, db, version: int) -> None:
         db.execute(f"PRAGMA user_version = {int(version)}")
 
-    def after_copy(self, db) -> None:
-        """Lots and photos copied in with their keys: SQLite's AUTOINCREMENT follows them by itself."""
+    def highest_keys(self, db) -> dict[str, int]:
+        """The highest key ever given per table, removed lots included: a key is never given twice."""
+        return {name: int(value) for name, value in db.execute("SELECT name, seq FROM sqlite_sequence")}
+
+    def after_copy(self, db, highest: dict[str, int]) -> None:
+        """Lots and photos copied in with their keys: new ones are numbered after every key the source gave."""
+        for table in ("items", "photos"):
+            db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (highest.get(table, 0), table))
 
     def integrity_problems(self) -> list[str]:
         with self._lock:
@@ -150,11 +156,19 @@ class PostgresDatabase:
         db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?) "
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(int(version)),))
 
-    def after_copy(self, db) -> None:
-        """Lots and photos copied in with their keys: new ones must be numbered after them, never reuse one."""
+    def highest_keys(self, db) -> dict[str, int]:
+        """The highest key ever given per table, removed lots included: a key is never given twice."""
+        found = {}
+        for table in ("items", "photos"):
+            row = db.execute(f"SELECT last_value, is_called FROM {table}_key_seq").fetchone()
+            found[table] = int(row[0]) if row[1] else int(row[0]) - 1
+        return found
+
+    def after_copy(self, db, highest: dict[str, int]) -> None:
+        """Lots and photos copied in with their keys: new ones are numbered after every key the source gave."""
         for table in ("items", "photos"):
             db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'key'), "
-                       f"COALESCE((SELECT MAX(key) FROM {table}), 0) + 1, false)")
+                       f"GREATEST((SELECT MAX(key) FROM {table}), ?, 0) + 1, false)", (highest.get(table, 0),))
 
     def integrity_problems(self) -> list[str]:
         return []  # foreign keys hold by construction; PostgreSQL checks its own pages

@@ -1,0 +1,60 @@
+"""The engine on a real PostgreSQL server (tests/postgres_server.py) through the real CLI: a SQLite catalogue
+copied into PostgreSQL without re-embedding, searched through pgvector with filters in SQL, lots removed, the
+pgvector table lost and rebuilt from the store, and a store that refuses us named without its password."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import psycopg
+
+from tests.conftest import run_cli
+from tests.postgres_server import PASSWORD
+
+
+def test_a_sqlite_catalogue_moves_to_postgresql_and_searches_through_pgvector(tmp_path, demo_engine, demo_folder,
+                                                                               postgres_url):
+    catalog = tmp_path / "catalog"
+    shutil.copytree(demo_engine.directory, catalog)
+    moved = run_cli("--catalog", str(catalog), "migrate-store", postgres_url)
+    assert moved.returncode == 0, moved.stderr
+    assert f"copied {demo_engine.catalog.count()} lots" in moved.stdout and PASSWORD not in moved.stdout
+
+    on_postgres = ["--catalog", str(catalog), "--store", postgres_url, "--index", "pgvector"]
+    info = json.loads(run_cli(*on_postgres, "info", "--json").stdout)
+    assert info["items"] == demo_engine.catalog.count() and info["vectors"] == info["items"]
+    assert info["store"].startswith("postgresql://127.0.0.1:") and PASSWORD not in info["store"]
+    checked = run_cli(*on_postgres, "check")  # builds the pgvector table from the stored vectors
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    query = str(demo_folder / "photos" / "vehicles" / "race" / "indycar.jpg")
+    found = json.loads(run_cli(*on_postgres, "--query-mode", "single", "search", query, "-k", "5", "--json").stdout)
+    assert found["results"][0]["id"] == "vehicles/race/indycar"
+    filtered = json.loads(run_cli(*on_postgres, "--query-mode", "single", "search", query, "-k", "10", "--json",
+                                  "--category", "food", "--min-price", "20", "--max-price", "40").stdout)["results"]
+    assert len(filtered) == 10 and all(hit["category"] == "food" and 20 <= hit["price"] <= 40 for hit in filtered)
+
+    assert run_cli(*on_postgres, "remove", "vehicles/race/indycar").returncode == 0
+    after = json.loads(run_cli(*on_postgres, "--query-mode", "single", "search", query, "-k", "5", "--json").stdout)
+    assert "vehicles/race/indycar" not in {hit["id"] for hit in after["results"]}
+
+    # The pgvector table lost: rebuilt from the store, the source of truth, on the next start.
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE lookalike_vectors")
+    assert run_cli(*on_postgres, "check").returncode == 0
+    cherry = str(demo_folder / "photos" / "food" / "fruit" / "Cherry_Stella.jpg")
+    again = json.loads(run_cli(*on_postgres, "--query-mode", "single", "search", cherry, "-k", "1", "--json").stdout)
+    assert again["results"][0]["id"] == "food/fruit/Cherry_Stella"
+
+    twice = run_cli("--catalog", str(catalog), "migrate-store", postgres_url)
+    assert twice.returncode == 2 and "already holds" in twice.stderr and len(twice.stderr.strip().splitlines()) == 1
+
+
+def test_a_wrong_store_is_one_line_and_exit_3_without_the_password(tmp_path, postgres_server):
+    wrong = postgres_server.url().replace(PASSWORD, "wrong-Pw-123")
+    for url in (wrong, postgres_server.url().replace(f":{postgres_server.port}/", ":9/")):
+        result = run_cli("--catalog", str(tmp_path / "catalog"), "--store", url, "info")
+        assert result.returncode == 3, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "PostgreSQL at postgresql://127.0.0.1:" in result.stderr
+        assert "wrong-Pw-123" not in result.stderr and PASSWORD not in result.stderr
