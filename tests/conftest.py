@@ -176,15 +176,15 @@ def copy_catalog(source: Engine, target: Path) -> Path:
 class Server:
     """A real `lookalike serve` process on localhost."""
 
-    def __init__(self, catalog: Path, env: dict):
+    def __init__(self, catalog: Path, env: dict, options: tuple[str, ...] = (), port: int | None = None):
         import time
         import urllib.request
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(catalog.parent / f"server-{self.port}.log", "w")  # noqa: SIM115 - lives as long as the server
+        self.log = open(catalog.parent / f"server-{self.port}.log", "a")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lookalike", "--catalog", str(catalog), "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "lookalike", "--catalog", str(catalog), *options, "serve", "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env},
         )
         deadline = time.monotonic() + 120

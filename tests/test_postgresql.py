@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import httpx
 import psycopg
 
 from tests.conftest import run_cli
@@ -58,3 +59,36 @@ def test_a_wrong_store_is_one_line_and_exit_3_without_the_password(tmp_path, pos
         assert result.returncode == 3, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "PostgreSQL at postgresql://127.0.0.1:" in result.stderr
         assert "wrong-Pw-123" not in result.stderr and PASSWORD not in result.stderr
+
+
+def test_a_server_answers_503_while_postgresql_is_down_and_recovers_by_itself(tmp_path, demo_engine, foolbox_photos):
+    from lookalike.store import Catalog
+    from tests.conftest import Server
+    from tests.postgres_server import PostgresServer
+
+    postgres = PostgresServer(tmp_path / "postgres")  # its own server: this test stops it
+    postgres.start()
+    url = postgres.create_database("catalog")
+    Catalog(tmp_path / "copy", store=url).close()
+    target = Catalog(tmp_path / "copy", store=url)
+    demo_engine.catalog.copy_to(target)
+    target.close()
+    server = Server(tmp_path / "served", {"LOOKALIKE_STORE": url}, ("--index", "pgvector", "--query-mode", "single"))
+    photo = foolbox_photos[0][0]
+
+    def search() -> httpx.Response:
+        return httpx.post(f"{server.url}/api/search", timeout=60, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+
+    try:
+        assert search().status_code == 200
+        postgres.stop()
+        for response in (search(), httpx.get(f"{server.url}/api/items/food/fruit/Cherry_Stella", timeout=60)):
+            assert response.status_code == 503, response.text
+            assert "PostgreSQL at postgresql://127.0.0.1:" in response.json()["error"] and PASSWORD not in response.text
+            assert response.headers["Retry-After"]
+        postgres.start()
+        assert search().status_code == 200 and server.alive()
+        assert httpx.get(f"{server.url}/api/items/food/fruit/Cherry_Stella", timeout=60).status_code == 200
+    finally:
+        server.stop()
+        postgres.stop()

@@ -258,7 +258,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         async def search_text(body: SearchByText, params: Params):
             return await answer(engine.search_text, body.text, params.k, params.filter, True)
 
-    @app.get("/api/items", response_model=ItemPage, tags=["catalogue"], responses=errors(400, 422),
+    @app.get("/api/items", response_model=ItemPage, tags=["catalogue"], responses=errors(400, 422, 503),
              summary="Browse the catalogue, newest first")
     async def browse(category: Annotated[str | None, Query(max_length=512)] = None,
                      q: Annotated[str | None, Query(max_length=512, description="Words in the title or id")] = None,
@@ -267,7 +267,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         items, total = await run_in_threadpool(engine.browse, category or None, q or None, page, page_size)
         return {"items": [item_body(item) for item in items], "total": total, "page": page, "page_size": page_size}
 
-    @app.get("/api/categories", response_model=list[CategoryCount], tags=["catalogue"],
+    @app.get("/api/categories", response_model=list[CategoryCount], tags=["catalogue"], responses=errors(503),
              summary="Categories and their item counts")
     async def categories():
         return [{"category": category, "items": count}
@@ -280,13 +280,13 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/api/items/{item_id:path}/image", tags=["catalogue"], response_class=FileResponse,
-             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
+             responses={**IMAGE_RESPONSE, **errors(400, 404, 422, 503)},
              summary="An item's main photo: a cached JPEG thumbnail or the original")
     async def item_image(item_id: str, size: Literal["thumb", "full"] = "thumb"):
         return await photo_response(item_id, size, 0)
 
     @app.get("/api/items/{item_id:path}/photos/{index}", tags=["catalogue"], response_class=FileResponse,
-             responses={**IMAGE_RESPONSE, **errors(400, 404, 422)},
+             responses={**IMAGE_RESPONSE, **errors(400, 404, 422, 503)},
              summary="One of a lot's photos (0 is the main one): a cached JPEG thumbnail or the original")
     async def item_photo(item_id: str, index: Annotated[int, Path(ge=0, le=10_000)], size: Literal["thumb", "full"] = "thumb"):
         return await photo_response(item_id, size, index)
@@ -301,12 +301,12 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return item_body(updated)
 
     @app.delete("/api/items/{item_id:path}/photos/{index}", response_model=ItemOut, tags=["catalogue"],
-                dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 409, 422),
+                dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 409, 422, 503),
                 summary="Remove one photo of a lot, with its vectors (bearer token)")
     async def remove_photo(item_id: str, index: Annotated[int, Path(ge=0, le=10_000)]):
         return item_body(await run_in_threadpool(engine.remove_photo, item_id, index))
 
-    @app.get("/api/items/{item_id:item_id}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422),
+    @app.get("/api/items/{item_id:item_id}", response_model=ItemOut, tags=["catalogue"], responses=errors(404, 422, 503),
              summary="One item")
     async def get_item(item_id: str):
         return item_body(await run_in_threadpool(engine.get_item, item_id))
@@ -332,7 +332,7 @@ def create_app(engine: Engine) -> BodySizeLimit:
         return item_body(await run_in_threadpool(engine.get_item, added.id))
 
     @app.delete("/api/items/{item_id:item_id}", response_model=Removed, tags=["catalogue"],
-                dependencies=[Depends(require_token)], responses=errors(401, 403, 404, 422),
+                dependencies=[Depends(require_token)], responses=errors(401, 403, 404, 422, 503),
                 summary="Remove an item (bearer token)")
     async def delete_item(item_id: str):
         if not await run_in_threadpool(engine.remove, [item_id]):
@@ -374,7 +374,8 @@ def create_app(engine: Engine) -> BodySizeLimit:
         running = {"status": "running", "lots_checked": duplicate_scan["checked"], "lots": duplicate_scan["lots"]}
         return JSONResponse(running, status_code=202, headers={"Retry-After": "5"})
 
-    @app.get("/api/health", response_model=Health, tags=["service"], summary="Liveness and catalogue size")
+    @app.get("/api/health", response_model=Health, tags=["service"], responses=errors(503),
+             summary="Liveness and catalogue size (503 while the store cannot be reached)")
     async def health():
         return {"status": "ok", "items": await run_in_threadpool(engine.count), "model_id": engine.model_id}
 
