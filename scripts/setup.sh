@@ -20,7 +20,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
         || $PIP install torch --index-url https://download.pytorch.org/whl/cpu
 fi
 if [ "${1:-}" = "--tests" ]; then
-    echo "setup: installing lookalike with what the tests need (Ray, Milvus Lite, transformers, Playwright, Schemathesis)"
+    echo "setup: installing lookalike with what the tests need (Ray, Milvus, PostgreSQL with pgvector, transformers, Playwright, Schemathesis)"
     $PIP install -e '.[test]'
     # foolbox ships 20 labelled ImageNet photos the tests use; its code is not needed.
     $PIP install --no-deps foolbox==3.3.4
