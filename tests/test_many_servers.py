@@ -1,5 +1,6 @@
 """Several search servers, one catalogue: two real `lookalike serve` processes on one PostgreSQL store and one
-shared index (a pgvector table, or a collection on the real Milvus server). A lot written through one is seen by
+shared index (a pgvector table, or a collection on the real Milvus server), or each with its own hnsw index that
+follows the store's change counter. A lot written through one is seen by
 the other at once, without a restart; one server killed -9 while clients write through both loses nothing
 acknowledged, and nothing removed comes back."""
 
@@ -19,14 +20,14 @@ from tests.conftest import TOKEN, Server
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(params=["pgvector", pytest.param("milvus", marks=pytest.mark.slow)])
+@pytest.fixture(params=["pgvector", "hnsw", pytest.param("milvus", marks=pytest.mark.slow)])
 def shared_setup(request, tmp_path, demo_engine, postgres_url) -> tuple[tuple[str, ...], dict]:
     """The demo catalogue copied into a fresh PostgreSQL database; the servers' index options and environment."""
     target = Catalog(tmp_path / "copy", store=postgres_url)
     demo_engine.catalog.copy_to(target)
     target.close()
-    if request.param == "pgvector":
-        options = ("--index", "pgvector")
+    if request.param in ("pgvector", "hnsw"):  # hnsw: each server's own index, following the store's changes
+        options = ("--index", request.param)
     else:
         milvus = request.getfixturevalue("milvus_server")
         options = ("--index", "milvus", "--milvus-uri", milvus.uri, "--index-option",

@@ -8,7 +8,10 @@ folder and swaps that into place, so a reader never sees a half-written index.
 
 A shared index (a Milvus server's collection, a pgvector table, used by several
 search servers over one PostgreSQL store) is never rebuilt while it exists: it
-is attached to as it stands and reconciled with the store, photo by photo.
+is attached to as it stands and reconciled with the store, photo by photo. A
+server's own index (hnsw, exact) over a PostgreSQL store follows the other
+servers' writes: when the store's change counter has moved, at most every
+FOLLOW_SECONDS, it is reconciled with the store.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -28,6 +32,7 @@ from lookalike.index.base import read_meta
 from lookalike.store import Catalog, Item, ItemFilter, LotChange
 
 INDEX_FOLDER = "index"
+FOLLOW_SECONDS = 0.5
 
 
 class LiveIndex:
@@ -42,14 +47,27 @@ class LiveIndex:
         #: Held around every read and write of the index and the metadata read with it,
         #: so a concurrent remove cannot leave a result pointing at a vanished item.
         self.lock = threading.RLock()
+        self._seen_generation: int | None = None
+        self._followed_at = 0.0
 
     @property
     def index(self) -> VectorIndex:
         with self.lock:
             if self._index is None:
                 self.catalog.check_model(self._model_id())
+                self._seen_generation = self.catalog.generation
                 self._index = self._load_or_build()
             return self._index
+
+    def _follow_other_writers(self, index: VectorIndex) -> None:
+        """Catch a server's own index up with what other servers wrote to a shared store."""
+        if not self.catalog.shared or index.shared or time.monotonic() - self._followed_at < FOLLOW_SECONDS:
+            return
+        self._followed_at = time.monotonic()
+        generation = self.catalog.generation
+        if generation != self._seen_generation:
+            self.reconcile(index)
+            self._seen_generation, self._dirty = generation, True
 
     def _state(self) -> dict:
         return {"generation": self.catalog.generation, "model_id": self._model_id()}
@@ -159,6 +177,7 @@ class LiveIndex:
         """Photo keys and scores. Call with ``lock`` held when the caller reads metadata for the keys returned."""
         with self.lock:
             index = self.index
+            self._follow_other_writers(index)
             if index.native_filters and not item_filter.fields and item_filter.sold_before is None:
                 return index.search(vectors, k, conditions=item_filter, exclude_keys=exclude_keys)
             allowed = None if item_filter.is_empty() else self.catalog.photo_keys_matching(item_filter)

@@ -155,6 +155,8 @@ class Catalog:
             except (OSError, sqlite3.Error) as error:
                 raise CatalogError(f"cannot open catalogue at {self.directory}: {error}") from None
         self.store = self._db.where
+        #: Other processes may write to this store (PostgreSQL): a server's own index must follow their changes.
+        self.shared = self._db.dialect == "postgresql"
         self._migrate(create)
 
     def close(self) -> None:
