@@ -111,6 +111,7 @@ def test_index_killed_at_random_points_resumes_without_loss(tmp_path, big_folder
     assert len(history) == kills and len(set(history)) > kills // 3  # the kills landed all along the run
 
 
+@pytest.mark.slow  # about 25 s; the default tier kills a one-photo run
 def test_multi_photo_import_killed_resumes_without_loss(tmp_path, big_folder):
     """Lots of five photos each (a folder each, --lot-per-folder): a lot is written whole or not at all."""
     folder, _ = big_folder

@@ -20,7 +20,9 @@ from tests.conftest import TOKEN, Server
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(params=["pgvector", "hnsw", pytest.param("milvus", marks=pytest.mark.slow)])
+# The default tier runs pgvector; own hnsw indexes and the real Milvus server (its start alone is 10 s) run in the
+# slow tier, which CI runs too.
+@pytest.fixture(params=["pgvector", pytest.param("hnsw", marks=pytest.mark.slow), pytest.param("milvus", marks=pytest.mark.slow)])
 def shared_setup(request, tmp_path, demo_engine, postgres_url) -> tuple[tuple[str, ...], dict]:
     """The demo catalogue copied into a fresh PostgreSQL database; the servers' index options and environment."""
     target = Catalog(tmp_path / "copy", store=postgres_url)

@@ -9,6 +9,7 @@ import json
 import sqlite3
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 
@@ -21,6 +22,7 @@ def stored_vectors(catalog) -> dict[tuple[str, str], np.ndarray]:
     return {(item_id, path): np.frombuffer(blob, np.float32) for item_id, path, blob in rows}
 
 
+@pytest.mark.slow  # about 27 s with Ray start-up; make test-slow (and CI) runs it
 def test_ray_indexes_the_same_vectors_as_one_process(tmp_path, demo_folder):
     folder = tmp_path / "photos"
     for path in sorted((demo_folder / "photos" / "food").rglob("*.jpg"))[:40]:

@@ -58,6 +58,7 @@ def test_phone_photo_finds_its_catalogue_item(demo_engine, phone_photos, mode):
     assert top5 >= MIN_TOP5[mode]
 
 
+@pytest.mark.slow  # about 40 s; make test-slow (and CI) runs it
 def test_generated_same_item_set_through_the_cli(tmp_path):
     """benchmarks/make_same_item_set.py (stamps with perspective, occluder and uneven light; ImageNet photos
     re-photographed; real opencv/skimage pairs; distractors) indexed and evaluated by the real CLI."""
