@@ -36,6 +36,7 @@ search as the reference.
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +118,18 @@ class VectorIndex(ABC):
             row_keys, row_scores = keys[row][kept][:k], scores[row][kept][:k]
             out_keys[row, : len(row_keys)], out_scores[row, : len(row_scores)] = row_keys, row_scores
         return out_keys, out_scores
+
+
+def filter_rows(keys, vectors, fields: list[dict] | None, dim: int):
+    """For a backend with native filters: (key, vector, category or None, finite price or None) per row, checked."""
+    keys, vectors = as_keys(keys), as_vectors(vectors, dim)
+    if len(keys) != len(vectors):
+        raise ValueError("keys and vectors differ in length")
+    rows = []
+    for key, vector, extra in zip(keys.tolist(), vectors, fields or [{}] * len(keys)):
+        price = extra.get("price")
+        rows.append((key, vector, extra.get("category"), float(price) if price is not None and math.isfinite(price) else None))
+    return rows
 
 
 def as_keys(keys) -> np.ndarray:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from lookalike.errors import ErrorKind, LookalikeError
-from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, filter_rows, read_meta, top_k, write_meta
 
 FILTER_IN_LIST_MAX = 5000
 BATCH_ROWS = 2000
@@ -186,20 +186,13 @@ class MilvusIndex(VectorIndex):
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
 
     def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
-        keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
-        if len(keys) != len(vectors):
-            raise ValueError("keys and vectors differ in length")
-        fields = fields or [{}] * len(keys)
-        rows = []
-        for key, vector, extra in zip(keys.tolist(), vectors, fields):
-            price = extra.get("price")
-            has_price = price is not None and math.isfinite(price)
-            rows.append({"key": key, "vector": vector.tolist(), "category": (extra.get("category") or "")[:512],
-                         "price": float(price) if has_price else 0.0, "has_price": has_price})
+        rows = [{"key": key, "vector": vector.tolist(), "category": (category or "")[:512],
+                 "price": price if price is not None else 0.0, "has_price": price is not None}
+                for key, vector, category, price in filter_rows(keys, vectors, fields, self.dim)]
         with self._lock:
             for start in range(0, len(rows), BATCH_ROWS):
                 self._client.upsert(self.collection, rows[start : start + BATCH_ROWS])
-            self._live.update(keys.tolist())
+            self._live.update(row["key"] for row in rows)
             self._counted = (-math.inf, 0)
 
     def remove(self, keys) -> None:

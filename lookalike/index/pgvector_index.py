@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.errors import LookalikeError
-from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, as_vectors, read_meta, top_k, write_meta
+from lookalike.index.base import MISSING_KEY, VectorIndex, as_keys, filter_rows, read_meta, top_k, write_meta
 from lookalike.pg import CONNECT_TIMEOUT_SECONDS, connection_pool, unavailable_as_error, without_credentials
 
 BATCH_ROWS = 1000
@@ -117,14 +117,7 @@ class PgvectorIndex(VectorIndex):
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
-        keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
-        if len(keys) != len(vectors):
-            raise ValueError("keys and vectors differ in length")
-        fields = fields or [{}] * len(keys)
-        rows = []
-        for key, vector, extra in zip(keys.tolist(), vectors, fields):
-            price = extra.get("price")
-            rows.append((key, vector, extra.get("category"), float(price) if price is not None and math.isfinite(price) else None))
+        rows = filter_rows(keys, vectors, fields, self.dim)
         statement = (f"INSERT INTO {self.table}(key, embedding, category, price) VALUES (%s, %s, %s, %s) "
                      "ON CONFLICT (key) DO UPDATE SET embedding = excluded.embedding, category = excluded.category, "
                      "price = excluded.price")
