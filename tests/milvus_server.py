@@ -22,13 +22,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _bound(port: int) -> socket.socket | None:
+    """A listening socket on the port, or None. SO_REUSEADDR, as the Milvus binary binds: connections a stopped
+    server closed linger in TIME_WAIT for a minute, and without it a restart could not take its port back."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
 def _can_bind(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    sock = _bound(port)
+    if sock:
+        sock.close()
+    return sock is not None
 
 
 class MilvusStandalone:
@@ -42,15 +54,20 @@ class MilvusStandalone:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, fresh: bool = True) -> None:
+        """Start the server, on fresh data or (``fresh=False``, after ``stop``) on the data it had."""
         try:
             from milvus import MilvusServer, MilvusServerConfig
         except ImportError:
             raise RuntimeError("the Milvus server tests need PyPI milvus==2.3.5 (make test installs it)") from None
-        self.starts += 1
+        self.starts += 1 if fresh or not self.starts else 0
         if not _can_bind(self.port):  # a killed server's connections can hold its port for a while
             self.port = _free_port()
-        config = MilvusServerConfig(data_dir=str(self.folder / f"data-{self.starts}"), proxy_port=self.port)
+        class Config(MilvusServerConfig):
+            def try_bind_port(self, port):  # the package's own probe binds without SO_REUSEADDR
+                return _bound(port)
+
+        config = Config(data_dir=str(self.folder / f"data-{self.starts}"), proxy_port=self.port)
         for component in COMPONENTS:
             config.set(f"{component}.ip", "127.0.0.1")
         config.set("common.gracefulStopTimeout", 3)

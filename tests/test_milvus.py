@@ -109,3 +109,42 @@ def test_killing_the_milvus_server_mid_indexing_loses_nothing(tmp_path, demo_fol
     query = str(demo_folder / "photos" / "vehicles" / "race" / "indycar.jpg")
     found = json.loads(run_cli(*milvus(), "--query-mode", "single", "search", query, "-k", "1", "--json").stdout)
     assert found["results"][0]["id"] == "vehicles/race/indycar"
+
+
+@pytest.mark.slow  # stops and restarts the real Milvus server; make test-slow (and CI) runs it
+def test_a_server_answers_503_while_milvus_is_down_and_heals_by_itself(tmp_path, demo_engine, foolbox_photos,
+                                                                      milvus_server):
+    """Milvus stopped under a running `lookalike serve`: searches and adds answer 503 (an add still reaches the
+    SQLite store), and once Milvus is back on its data the server answers again by itself, the lot added during
+    the outage found by its photo."""
+    import time
+    import uuid
+
+    import httpx
+
+    from tests.conftest import TOKEN, Server, copy_catalog
+
+    catalog = copy_catalog(demo_engine, tmp_path / "served" / "catalog")
+    options = ("--index", "milvus", "--milvus-uri", milvus_server.uri, "--index-option",
+               f"collection=outage_{uuid.uuid4().hex[:10]}", "--query-mode", "single")
+    server = Server(catalog, {"LOOKALIKE_API_TOKEN": TOKEN}, options)
+    photo = foolbox_photos[3][0]
+
+    def search() -> httpx.Response:
+        return httpx.post(f"{server.url}/api/search", timeout=120, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+
+    try:
+        assert search().status_code == 200
+        milvus_server.stop()
+        added = httpx.post(f"{server.url}/api/items", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
+                           data={"id": "added-during-outage"}, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert added.status_code == 503 and added.headers["Retry-After"], added.text
+        assert search().status_code == 503
+        milvus_server.start(fresh=False)
+        deadline = time.monotonic() + 120
+        while (answer := search()).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert answer.status_code == 200 and server.alive(), answer.text
+        assert answer.json()["results"][0]["id"] == "added-during-outage"
+    finally:
+        server.stop()

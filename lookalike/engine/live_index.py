@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -49,6 +50,8 @@ class LiveIndex:
         self.lock = threading.RLock()
         self._seen_generation: int | None = None
         self._followed_at = 0.0
+        #: A write reached the store but not the index (its server was away): reconciled at the next use.
+        self._behind_store = False
 
     @property
     def index(self) -> VectorIndex:
@@ -59,8 +62,20 @@ class LiveIndex:
                 self._index = self._load_or_build()
             return self._index
 
+    @contextmanager
+    def _writing(self):
+        """An index write after the store's commit: if the index's server is away, the next search heals it."""
+        try:
+            yield
+        except LookalikeError:
+            self._behind_store = True
+            raise
+
     def _follow_other_writers(self, index: VectorIndex) -> None:
         """Catch a server's own index up with what other servers wrote to a shared store."""
+        if self._behind_store:
+            self.reconcile(index)
+            self._behind_store, self._dirty = False, True
         if not self.catalog.shared or index.shared or time.monotonic() - self._followed_at < FOLLOW_SECONDS:
             return
         self._followed_at = time.monotonic()
@@ -148,7 +163,7 @@ class LiveIndex:
     # -- changes (keys are photo keys) --------------------------------------------------------
     def apply(self, changes: Sequence[LotChange], items: Sequence[Item]) -> None:
         """Photos added to and removed from lots by a catalogue write."""
-        with self.lock:
+        with self.lock, self._writing():
             index = self.index
             removed = [key for change in changes for key in change.removed]
             if removed:
@@ -161,14 +176,14 @@ class LiveIndex:
 
     def update_fields(self, items: Sequence[Item]) -> None:
         """Metadata changed without new vectors: only a backend that keeps its own copy of fields cares."""
-        with self.lock:
+        with self.lock, self._writing():
             if self.index.native_filters:
                 keys = np.asarray([photo.key for item in items for photo in item.photos], np.int64)
                 self._add(self.index, keys, self.catalog.vectors_for(keys, self._model_id()), items)
                 self._dirty = True
 
     def remove(self, keys) -> None:
-        with self.lock:
+        with self.lock, self._writing():
             self.index.remove(np.asarray(keys, np.int64))
             self._dirty = True
 

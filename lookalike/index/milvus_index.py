@@ -67,13 +67,18 @@ class _Guarded:
             return function(*args, **kwargs)
         except MilvusException as error:
             message = str(getattr(error, "message", "") or error).splitlines()[0][:300]
-            raise LookalikeError(f"Milvus at {self._where} is unavailable: {message}", ErrorKind.UNAVAILABLE) from None
+            kind = _NotLoaded if "not loaded" in message else LookalikeError
+            raise kind(f"Milvus at {self._where} is unavailable: {message}", ErrorKind.UNAVAILABLE) from None
 
     def __getattr__(self, name: str):
         attribute = getattr(self._client, name)
         if not callable(attribute):
             return attribute
         return lambda *args, **kwargs: self._call(attribute, *args, **kwargs)
+
+
+class _NotLoaded(LookalikeError):
+    """A restarted Milvus server has the collection but has not loaded it for search yet."""
 
 
 def _quote(text: str) -> str:
@@ -220,11 +225,15 @@ class MilvusIndex(VectorIndex):
                 # A key list this long makes a slow expression; scan the allowed vectors instead.
                 return self._exact(queries, k, allowed, expression)
             clauses.append(f"key in [{','.join(map(str, allowed.tolist()))}]")
+        request = {"data": [query.tolist() for query in queries], "limit": k, "output_fields": ["key"],
+                   "filter": " and ".join(f"({clause})" for clause in clauses),
+                   "search_params": {"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}}}
         with self._lock:
-            results = self._client.search(self.collection, data=[query.tolist() for query in queries], limit=k,
-                                          filter=" and ".join(f"({clause})" for clause in clauses),
-                                          output_fields=["key"],
-                                          search_params={"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}})
+            try:
+                results = self._client.search(self.collection, **request)
+            except _NotLoaded:  # the server was restarted under us: load the collection, then search
+                self._client.load_collection(self.collection)
+                results = self._client.search(self.collection, **request)
         out_keys = np.full((len(queries), k), MISSING_KEY, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for row, hits in enumerate(results):
