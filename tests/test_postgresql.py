@@ -9,6 +9,7 @@ import shutil
 
 import httpx
 import psycopg
+import pytest
 
 from tests.conftest import run_cli
 from tests.postgres_server import PASSWORD
@@ -61,6 +62,7 @@ def test_a_wrong_store_is_one_line_and_exit_3_without_the_password(tmp_path, pos
         assert "wrong-Pw-123" not in result.stderr and PASSWORD not in result.stderr
 
 
+@pytest.mark.slow  # about 20 s with its own PostgreSQL server; make test-slow (and CI) runs it
 def test_a_server_answers_503_while_postgresql_is_down_and_recovers_by_itself(tmp_path, demo_engine, foolbox_photos):
     from lookalike.store import Catalog
     from tests.conftest import Server
