@@ -46,7 +46,17 @@ PLANS = {
         ("fixed", [WHOLE, *grid(WHOLE, 0.5, 3)]), ("zoom", (0.75, 2))],
     "zoom: whole + 2x2 at 1/2 + centre 1/2, then 2x2 at 3/4 of the best (10)": [
         ("fixed", [WHOLE, *grid(WHOLE, 0.5, 2), *grid(WHOLE, 0.5, 1)]), ("zoom", (0.75, 2))],
+    "whole, then 32 crops at 160 px (33)": [("fixed", [WHOLE]), ("fixed", [*grid(WHOLE, 0.75, 4), *grid(WHOLE, 0.5, 4)], 160)],
+    "whole, then 32 crops at 128 px (33)": [("fixed", [WHOLE]), ("fixed", [*grid(WHOLE, 0.75, 4), *grid(WHOLE, 0.5, 4)], 128)],
+    "whole, then 3x3 at 1/2 at 128 px (10)": [("fixed", [WHOLE]), ("fixed", grid(WHOLE, 0.5, 3), 128)],
 }
+ENCODERS: dict[int, object] = {}
+
+
+def encoder_at(size: int):
+    if size not in ENCODERS:
+        ENCODERS[size] = load_encoder(f"efficientnet-lite0:avg:{size}:int8")
+    return ENCODERS[size]
 
 
 def crop(image: Image.Image, box) -> Image.Image:
@@ -59,7 +69,8 @@ def crop(image: Image.Image, box) -> Image.Image:
 def run_plan(plan, image: Image.Image, encoder, catalogue: np.ndarray) -> tuple[np.ndarray, int, float]:
     """Each lot's best score over the plan's views, the number of views, and the CPU seconds embedding took."""
     boxes, vectors, cpu = [], [], 0.0
-    for kind, spec in plan:
+    for kind, spec, *size in plan:
+        stage_encoder = encoder_at(size[0]) if size else encoder
         if kind == "fixed":
             new = list(spec)
         else:
@@ -67,18 +78,55 @@ def run_plan(plan, image: Image.Image, encoder, catalogue: np.ndarray) -> tuple[
             best = int(np.argmax((np.concatenate(vectors) @ catalogue.T).max(axis=1)))
             new = grid(boxes[best], scale, count)
         started = time.process_time()
-        vectors.append(encoder.embed_arrays(np.stack([encoder.preprocess(crop(image, box)) for box in new])))
+        vectors.append(stage_encoder.embed_arrays(np.stack([stage_encoder.preprocess(crop(image, box)) for box in new])))
         cpu += time.process_time() - started
         boxes += new
     views = np.concatenate(vectors)
     return (views @ catalogue.T).max(axis=0), len(views), cpu
 
 
+def through_the_engine(photos: list[tuple[str, bytes]], modes: list[str]) -> list[dict]:
+    """Each mode through the real Engine.search (verification of the 10 best lots on, as by default): the whole
+    search's CPU time per query (every thread), and rank-1, top-5 and mAP@10 (one relevant lot: 1/rank)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = Engine(scratch, model="efficientnet-lite0:avg:int8")
+        engine.index_sources([], demo_photo_folder() / "metadata.csv")
+        for mode in modes:
+            engine.query_mode = mode
+            engine.search(photos[0][1], k=10)  # warm up
+            ranks, cpu_ms, wall_ms = [], [], []
+            for item_id, photo in photos:
+                started, wall = time.process_time(), time.perf_counter()
+                ids = [hit.id for hit in engine.search(photo, k=10).hits]
+                cpu_ms.append((time.process_time() - started) * 1000)
+                wall_ms.append((time.perf_counter() - wall) * 1000)
+                ranks.append(ids.index(item_id) + 1 if item_id in ids else 99)
+            ranks = np.asarray(ranks)
+            rows.append({"mode": mode, "CPU ms p50": f"{np.percentile(cpu_ms, 50):.0f}",
+                         "CPU ms p99": f"{np.percentile(cpu_ms, 99):.0f}", "wall ms p50": f"{np.percentile(wall_ms, 50):.0f}",
+                         "rank-1": f"{np.mean(ranks == 1):.2f}", "top-5": f"{np.mean(ranks <= 5):.2f}",
+                         "mAP@10": f"{np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)):.3f}"})
+            print(rows[-1], flush=True)
+        engine.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--only", default="", help="run only the plans whose name contains this")
+    parser.add_argument("--engine", default="", help="comma-separated query modes to run through Engine.search instead")
     args = parser.parse_args()
-    encoder = load_encoder("efficientnet-lite0:avg:int8")
+    if args.engine:
+        rows = through_the_engine(phone_photos(args.queries), args.engine.split(","))
+        print()
+        print_table(rows, list(rows[0]))
+        write_json("view_plans_engine", {"rows": rows, "queries": args.queries})
+        return
+    encoder = ENCODERS[224] = load_encoder("efficientnet-lite0:avg:int8")
+    for size in (160, 128):
+        encoder_at(size)  # exported and quantised before anything is timed
     with tempfile.TemporaryDirectory() as scratch:
         engine = Engine(scratch, encoder=encoder)
         engine.index_sources([], demo_photo_folder() / "metadata.csv")
@@ -91,6 +139,8 @@ def main() -> None:
     photos = [(item_id, decode_image(photo, target_size=2 * encoder.decode_size)) for item_id, photo in phone_photos(args.queries)]
     rows = []
     for name, plan in PLANS.items():
+        if args.only not in name:
+            continue
         ranks, cpu_ms, views = [], [], 0
         for item_id, image in photos:
             scores, views, cpu = run_plan(plan, image, encoder, catalogue)
