@@ -3,6 +3,7 @@
 (each lot by its best view), with the CPU time each plan's embedding takes per query.
 
     .venv/bin/python benchmarks/view_plans_bench.py [--queries 100]
+    .venv/bin/python benchmarks/view_plans_bench.py --engine single,whole+3x3@1/2,crops-light,crops
 
 A plan is a list of stages; each stage's crops are embedded at once; a "zoom" stage crops inside the view
 that matched best so far (coarse to fine). Passes are 224 px network passes (a 128 px pass counts 0.33).
@@ -20,6 +21,7 @@ from PIL import Image
 from query_bench import phone_photos
 
 from lookalike.encoders import load_encoder
+from lookalike.encoders.views import QUERY_MODES
 from lookalike.engine import Engine
 from lookalike.images import decode_image
 
@@ -51,6 +53,8 @@ PLANS = {
     "whole, then 3x3 at 1/2 at 128 px (10)": [("fixed", [WHOLE]), ("fixed", grid(WHOLE, 0.5, 3), 128)],
 }
 ENCODERS: dict[int, object] = {}
+#: Candidate modes measured through the engine besides its own (the engine's views: (scale, grid) per stage).
+CANDIDATE_MODES = {"whole+3x3@1/2": ((0.5, 3),)}
 
 
 def encoder_at(size: int):
@@ -89,6 +93,7 @@ def through_the_engine(photos: list[tuple[str, bytes]], modes: list[str]) -> lis
     """Each mode through the real Engine.search (verification of the 10 best lots on, as by default): the whole
     search's CPU time per query (every thread), and rank-1, top-5 and mAP@10 (one relevant lot: 1/rank)."""
     rows = []
+    QUERY_MODES.update(CANDIDATE_MODES)
     with tempfile.TemporaryDirectory() as scratch:
         engine = Engine(scratch, model="efficientnet-lite0:avg:int8")
         engine.index_sources([], demo_photo_folder() / "metadata.csv")
@@ -116,7 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--only", default="", help="run only the plans whose name contains this")
-    parser.add_argument("--engine", default="", help="comma-separated query modes to run through Engine.search instead")
+    parser.add_argument("--engine", default="", help="comma-separated query modes to run through Engine.search instead "
+                        f"(the engine's, or {', '.join(CANDIDATE_MODES)})")
     args = parser.parse_args()
     if args.engine:
         rows = through_the_engine(phone_photos(args.queries), args.engine.split(","))
