@@ -69,3 +69,18 @@ def test_mobilenet_and_concatenated_models(foolbox_photos):
                       for image in images])
     nearest = np.argmax(mobilenet.embed_arrays(crops) @ vectors["mobilenet"].T, axis=1)
     assert np.mean(nearest == np.arange(20)) >= 0.9
+
+
+def test_query_views_prepared_together_match_views_prepared_one_by_one(encoder, foolbox_photos):
+    """The query's views are prepared from one resize per crop size; each is the same picture as its crop
+    resized alone, up to the resampling at its border."""
+    from lookalike.encoders.views import query_views, view_boxes
+
+    for path, _ in foolbox_photos[:5]:
+        image = decode_image(path, target_size=2 * encoder.decode_size)
+        together = encoder.preprocess_views(image, view_boxes(image.size, "crops"))
+        alone = np.stack([encoder.preprocess(view) for view in query_views(image, "crops")])
+        assert together.shape == alone.shape == (33, 3, 224, 224)
+        assert np.abs(together - alone).mean() < 0.05  # pixels are in [-1, 1]
+        cosines = (encoder.embed_arrays(together) * encoder.embed_arrays(alone)).sum(axis=1)
+        assert cosines.min() > 0.95 and np.median(cosines) > 0.99

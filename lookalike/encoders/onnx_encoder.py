@@ -244,6 +244,10 @@ class OnnxImageEncoder:
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return resize_centre_crop(image, self.resize_size, self.image_size, self._scale, self._offset)
 
+    def preprocess_views(self, image: Image.Image, boxes) -> np.ndarray | None:
+        """The model inputs of many crops of one image at once (query views), or None to crop them one by one."""
+        return resize_centre_crop_views(image, boxes, self.resize_size, self.image_size, self._scale, self._offset)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(embeddings, ImageNet logits or None) for a preprocessed batch."""
         # One run at a time: the session already uses every core, and concurrent runs (32 HTTP clients) each
@@ -276,6 +280,34 @@ def resize_centre_crop(image: Image.Image, resize_size: int, crop_size: int, sca
     cropped = resized.crop((left, top, left + crop_size, top + crop_size))
     array = np.asarray(cropped, dtype=np.float32) * scale + offset
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def resize_centre_crop_views(image: Image.Image, boxes, resize_size: int, crop_size: int, scale: np.ndarray,
+                             offset: np.ndarray) -> np.ndarray | None:
+    """``resize_centre_crop`` of each crop box of ``image``, stacked, with one bicubic resize per crop size
+    instead of one per crop: crops of a size share a resized copy of the image and are slices of it. (At a
+    crop's border the resize sees the neighbouring pixels instead of repeating the edge.) None when a box is
+    too elongated for this (the caller crops it alone)."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    out = np.empty((len(boxes), 3, crop_size, crop_size), np.float32)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for position, (left, top, right, bottom) in enumerate(boxes):
+        by_size.setdefault((right - left, bottom - top), []).append(position)
+    for (crop_width, crop_height), positions in by_size.items():
+        factor = resize_size / min(crop_width, crop_height)
+        if max(crop_width, crop_height) * factor > 4 * resize_size:
+            return None
+        resized = rgb.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BICUBIC)
+        pixels = np.asarray(resized, dtype=np.float32) * scale + offset
+        region_width = max(crop_size, round(crop_width * factor))
+        region_height = max(crop_size, round(crop_height * factor))
+        for position in positions:
+            left, top = boxes[position][:2]
+            x = min(round(left * factor) + (region_width - crop_size) // 2, pixels.shape[1] - crop_size)
+            y = min(round(top * factor) + (region_height - crop_size) // 2, pixels.shape[0] - crop_size)
+            out[position] = pixels[max(0, y) : max(0, y) + crop_size, max(0, x) : max(0, x) + crop_size].transpose(2, 0, 1)
+    return out
 
 
 def _make_session(path: Path, threads: int | None):

@@ -21,15 +21,24 @@ QUERY_MODES = {
 DEFAULT_QUERY_MODE = "crops"
 
 
-def query_views(image: Image.Image, mode: str = DEFAULT_QUERY_MODE) -> list[Image.Image]:
-    """The whole image first, then a grid of crops per (scale, grid) of ``mode``."""
+Box = tuple[int, int, int, int]
+
+
+def view_boxes(size: tuple[int, int], mode: str = DEFAULT_QUERY_MODE) -> list[Box]:
+    """(left, top, right, bottom) of each view of an image of ``size``: the whole image first, then a grid of
+    crops per (scale, grid) of ``mode``."""
     if mode not in QUERY_MODES:
         raise ValueError(f"unknown query mode {mode!r}; choose one of {', '.join(QUERY_MODES)}")
-    views = [image]
-    width, height = image.size
+    width, height = size
+    boxes = [(0, 0, width, height)]
     for scale, grid in QUERY_MODES[mode]:
         crop_width, crop_height = max(1, int(width * scale)), max(1, int(height * scale))
         xs = np.linspace(0, width - crop_width, grid).round().astype(int)
         ys = np.linspace(0, height - crop_height, grid).round().astype(int)
-        views += [image.crop((x, y, x + crop_width, y + crop_height)) for y in ys for x in xs]
-    return views
+        boxes += [(int(x), int(y), int(x) + crop_width, int(y) + crop_height) for y in ys for x in xs]
+    return boxes
+
+
+def query_views(image: Image.Image, mode: str = DEFAULT_QUERY_MODE) -> list[Image.Image]:
+    """The views themselves, as images."""
+    return [image.crop(box) for box in view_boxes(image.size, mode)]
