@@ -96,8 +96,11 @@ class LiveIndex:
     def _load_or_build(self) -> VectorIndex:
         count = self.catalog.count_vectors(self._model_id())
         backend = choose_backend(self.settings.index, count)
+        # The stored vectors' size, so opening a saved index does not load the model just to ask it.
+        first = next(self.catalog.vectors(self._model_id(), batch_rows=1), None)
+        dim = first[1].shape[1] if first is not None else self._dim()
         try:
-            shared = attach_index(backend, self._dim(), **self._context(), **self.settings.index_options)
+            shared = attach_index(backend, dim, **self._context(), **self.settings.index_options)
         except TypeError as error:
             raise LookalikeError(f"the {backend} index does not take these options: {error}") from None
         if shared is not None:
