@@ -11,7 +11,8 @@ search servers over one PostgreSQL store) is never rebuilt while it exists: it
 is attached to as it stands and reconciled with the store, photo by photo. A
 server's own index (hnsw, exact) over a PostgreSQL store follows the other
 servers' writes: when the store's change counter has moved, at most every
-FOLLOW_SECONDS, it is reconciled with the store.
+FOLLOW_SECONDS, it is reconciled with the store. A shared index is told instead
+(``others_wrote``), so its searches wait for the other servers' writes.
 """
 
 from __future__ import annotations
@@ -76,13 +77,18 @@ class LiveIndex:
         if self._behind_store:
             self.reconcile(index)
             self._behind_store, self._dirty = False, True
-        if not self.catalog.shared or index.shared or time.monotonic() - self._followed_at < FOLLOW_SECONDS:
+        if not self.catalog.shared or time.monotonic() - self._followed_at < FOLLOW_SECONDS:
             return
         self._followed_at = time.monotonic()
         generation = self.catalog.generation
-        if generation != self._seen_generation:
+        if generation == self._seen_generation:
+            return
+        self._seen_generation = generation
+        if index.shared:
+            index.others_wrote()
+        else:
             self.reconcile(index)
-            self._seen_generation, self._dirty = generation, True
+            self._dirty = True
 
     def _state(self) -> dict:
         return {"generation": self.catalog.generation, "model_id": self._model_id()}

@@ -27,7 +27,9 @@ backend what it can do beyond the capabilities declared below.
   (a Milvus server, pgvector). ``attach(dim, **context)`` connects to it as it
   is (None when there is none of that dimension); the caller reconciles it with
   the catalogue instead of rebuilding it under the other servers. Its ``keys()``
-  and ``len()`` are the server's, whoever wrote them.
+  and ``len()`` are the server's, whoever wrote them. ``others_wrote()`` tells it
+  that another search server has just changed the catalogue, so its next searches
+  must see that server's writes (Milvus searches with Strong consistency a while).
 
 ``tests/test_index.py`` runs this contract against every backend, with exact
 search as the reference.
@@ -88,6 +90,9 @@ class VectorIndex(ABC):
     def connection_options(cls, settings, home: Path) -> dict:
         """Constructor options this backend takes from Settings (none by default)."""
         return {}
+
+    def others_wrote(self) -> None:  # noqa: B027 - a no-op by design: most indexes see every write at once
+        """Another search server changed the shared catalogue: searches from now on must see its writes."""
 
     def close(self) -> None:  # noqa: B027 - a no-op by design: an in-process index holds no connection
         """Release connections."""

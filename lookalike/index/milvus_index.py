@@ -35,6 +35,12 @@ BATCH_ROWS = 2000
 DELETE_SETTLE_SECONDS = 60.0
 #: How long a shared collection's row count is reused (searches bound their candidate counts by it).
 COUNT_REUSE_SECONDS = 2.0
+#: After another search server's change is noticed, searches use Strong consistency this long. A Session search
+#: sees only this client's own writes at once; another client's appear when the query node has consumed them
+#: (under load, more than a second on a Milvus 2.3.5 server). A Strong search waits for the time tick (about
+#: 200 ms) and sees everything written before it began; the other server writes to Milvus right after its store
+#: commit, well inside this window.
+STRONG_AFTER_OTHERS_WROTE_SECONDS = 5.0
 
 
 def _client(uri: str, token: str | None) -> _Guarded:
@@ -123,6 +129,7 @@ class MilvusIndex(VectorIndex):
         self._live: set[int] = set()
         self._counted = (-math.inf, 0)  # (when, rows) of the last count of a shared collection
         self._recently_removed: dict[int, float] = {}  # key -> when
+        self._strong_until = -math.inf
         if not create:
             return
         if self._client.has_collection(collection):
@@ -212,6 +219,10 @@ class MilvusIndex(VectorIndex):
             now = time.monotonic()
             self._recently_removed.update((key, now) for key in present)
 
+    def others_wrote(self) -> None:
+        self._strong_until = time.monotonic() + STRONG_AFTER_OTHERS_WROTE_SECONDS
+        self._counted = (-math.inf, 0)
+
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
                 exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Conditions (category, price) and excluded keys are evaluated inside Milvus."""
@@ -228,6 +239,8 @@ class MilvusIndex(VectorIndex):
         request = {"data": [query.tolist() for query in queries], "limit": k, "output_fields": ["key"],
                    "filter": " and ".join(f"({clause})" for clause in clauses),
                    "search_params": {"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}}}
+        if time.monotonic() < self._strong_until:
+            request["consistency_level"] = "Strong"
         with self._lock:
             try:
                 results = self._client.search(self.collection, **request)
