@@ -53,11 +53,11 @@ def query_embed_ms(spec: str, photos: list[bytes]) -> float:
 def torch_eager(spec: str, paths, batch_size: int = 32) -> float:
     import torch
 
-    from lookalike.encoders.efficientnet_lite import VARIANTS, load_efficientnet_lite
+    from tests.torch_reference import load_efficientnet_lite
 
     torch.set_num_threads(os.cpu_count() or 1)
     encoder = load_encoder(spec)  # same preprocessing as the ONNX path
-    model = load_efficientnet_lite(VARIANTS[spec.split(":")[0]])  # the float32 network both exports come from
+    model = load_efficientnet_lite(spec.split(":")[0])  # the float32 network, as torch runs it
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool, torch.inference_mode():
         arrays = list(pool.map(lambda path: encoder.preprocess(decode_image(path, target_size=encoder.decode_size)), paths))

@@ -22,8 +22,12 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 SKIPPED_FOLDERS = {"symbols", "cartoon"}
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-STAMP_LOCATIONS = (REPO_DATA / "debs/usr/share/tuxpaint/stamps", Path("/usr/share/tuxpaint/stamps"))
-OPENCV_LOCATIONS = (REPO_DATA / "debs/usr/share/doc/opencv-doc/examples/data", Path("/usr/share/doc/opencv-doc/examples/data"))
+#: Where the setup unpacks the Debian packages: beside the package in a checkout, or in the current folder (an
+#: installed wheel run from a checkout); else where Debian installs them.
+SETUP_DATA = (REPO_DATA / "debs", Path("data/debs").resolve())
+STAMP_LOCATIONS = (*(data / "usr/share/tuxpaint/stamps" for data in SETUP_DATA), Path("/usr/share/tuxpaint/stamps"))
+OPENCV_LOCATIONS = (*(data / "usr/share/doc/opencv-doc/examples/data" for data in SETUP_DATA),
+                    Path("/usr/share/doc/opencv-doc/examples/data"))
 BACKGROUND_PHOTOS = ("building.jpg", "home.jpg", "fruits.jpg", "baboon.jpg", "lena.jpg", "messi5.jpg", "orange.jpg",
                      "board.jpg", "apple.jpg", "left01.jpg", "aero3.jpg", "starry_night.jpg")
 SKIMAGE_BACKGROUNDS = ("brick", "grass", "gravel", "coffee", "astronaut", "rocket", "chelsea", "cell", "immunohistochemistry")

@@ -13,13 +13,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    echo "setup: installing torch (CPU build, used only to export the model once)"
-    # The CPU wheel lies on local disk on our machines; elsewhere take PyPI's CPU index.
-    $PIP install torch==2.13.0 2>/dev/null \
-        || $PIP install torch --index-url https://download.pytorch.org/whl/cpu
-fi
 if [ "${1:-}" = "--tests" ]; then
+    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        # The tests use torch (hf: models, and the reference the torch-free export is checked against); searching
+        # never does. The CPU wheel lies on local disk on our machines; elsewhere take PyPI's CPU index.
+        echo "setup: installing torch (CPU build) for the tests"
+        $PIP install torch==2.13.0 2>/dev/null \
+            || $PIP install torch --index-url https://download.pytorch.org/whl/cpu
+    fi
     echo "setup: installing lookalike with what the tests need (Ray, Milvus, PostgreSQL with pgvector, transformers, Playwright, Schemathesis)"
     $PIP install -e '.[test]'
     # foolbox ships 20 labelled ImageNet photos the tests use; its code is not needed.

