@@ -68,3 +68,32 @@ def test_the_demo_indexes_and_searches_in_the_clean_venv(clean_venv, tmp_path):
     hits = json.loads(found.stdout.splitlines()[0])["results"]
     print(f"{photo.name}: {[(hit['id'], hit['score']) for hit in hits[:3]]}")
     assert hits[0]["id"].endswith("/" + photo.stem.removeprefix("phone-photo-of-"))
+
+
+CLASSIFY = """
+import json, sys
+import numpy as np
+from lookalike.encoders import load_encoder
+from lookalike.images import decode_image
+encoder = load_encoder()
+def top1(path):
+    return int(np.argmax(encoder.run(encoder.preprocess(decode_image(path))[None])[1][0]))
+print(json.dumps({"modules": sorted(name for name in ("torch", "skimage", "scipy") if name in sys.modules),
+                  "classes": [top1(path) for path in sys.argv[1:]]}))
+"""
+
+
+def test_the_model_classifies_real_photos_without_torch(clean_venv, tmp_path, foolbox_photos):
+    import skimage
+
+    photos = Path(skimage.__file__).parent / "data"  # read as plain image files: scikit-image is not in the venv
+    paths = [photos / "coffee.png", photos / "chelsea.png", *(path for path, _ in foolbox_photos)]
+    env = {**os.environ, "LOOKALIKE_CACHE": str(tmp_path / "cache")}
+    env.pop("PYTHONPATH", None)
+    found = json.loads(run(clean_venv / "bin/python", "-c", CLASSIFY, *paths, cwd=tmp_path, env=env).stdout)
+    assert found["modules"] == []
+    espresso, cat, *imagenet = found["classes"]
+    assert espresso == 967 and cat in range(281, 286)
+    correct = sum(found == label for found, (_, label) in zip(imagenet, foolbox_photos))
+    print(f"\nwithout torch: espresso, cat, {correct} of 20 ImageNet photos")
+    assert correct >= 17
