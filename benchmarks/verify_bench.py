@@ -181,6 +181,40 @@ def at_defaults(kind: str, method: str, measured: list[tuple[str, int, float]], 
     return row
 
 
+QUERY_SIDES = (512, 384, 320, 256)
+
+
+def query_sides_part(pairs: list[tuple[Path, Path, str]]) -> list[dict]:
+    """The query photo's keypoints found at a smaller size (the catalogue photo's stay at MAX_SIDE): what it saves
+    and what the same-object verdict loses, at the engine's thresholds and at the threshold for precision 0.99."""
+    candidates = {path: extract(Image.open(path).convert("RGB")) for path in sorted({pair[1] for pair in pairs})}
+    rows = []
+    for side in QUERY_SIDES:
+        queries, extract_ms = {}, []
+        for path in sorted({pair[0] for pair in pairs}):
+            image = Image.open(path).convert("RGB")
+            started = time.perf_counter()
+            queries[path] = extract(image, max_side=side)
+            extract_ms.append((time.perf_counter() - started) * 1000)
+        measured = []
+        for query, candidate, label in pairs:
+            found = verify(queries[query], candidates[candidate])
+            measured.append((label, found.inliers, found.colour_difference if found.colour_difference is not None else 1e9))
+        same = [(inliers, colour) for label, inliers, colour in measured if label == "same"]
+        other = [(inliers, colour) for label, inliers, colour in measured if label != "same"]
+        threshold, precision, recall = threshold_for_precision(same, other, verification.SAME_OBJECT_MAX_COLOUR)
+        defaults = at_defaults(local_features.DEFAULT_KIND, "magsac", measured, extract_ms, [0.0])
+        rows.append({"query side": side, "extract ms p50": round(statistics.median(extract_ms), 1),
+                     "keypoints p50": statistics.median(len(features) for features in queries.values()),
+                     "same: median inliers": statistics.median(i for i, _ in same),
+                     "threshold for precision 0.99": threshold, "recall there": round(recall, 3),
+                     "precision at defaults": defaults["precision"], "recall at defaults": defaults["recall"],
+                     "lookalikes called same at defaults": ", ".join(
+                         defaults[f"{label} called same"] for label in ("mirror", "colour", "nearest other lot"))})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def retrieval_part(root: Path, engine: Engine, photos: int) -> list[dict]:
     rows = []
     queries = read_rows(root / f"queries-{photos}.csv")
@@ -232,7 +266,21 @@ def main() -> None:
     parser.add_argument("--query-mode", default="crops")
     parser.add_argument("--skip-pairs", action="store_true")
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--query-sides", action="store_true",
+                        help="only measure the query photo's keypoints at smaller sizes (query_verify_sides.json)")
     args = parser.parse_args()
+    if args.query_sides:
+        make_set(args.set)
+        with tempfile.TemporaryDirectory() as scratch:
+            engine = Engine(Path(scratch) / "catalog", query_mode=args.query_mode)
+            engine.index_sources([], args.set / "catalogue" / "metadata-lookalikes.csv")
+            sides = query_sides_part(pair_rows(args.set, engine))
+            engine.close()
+        print("\nthe query photo's keypoints at a smaller size, catalogue photos at "
+              f"{local_features.MAX_SIDE} px (RootSIFT, MAGSAC++)\n")
+        print_table(sides, list(sides[0]))
+        write_json("verify_query_sides", {"set": str(args.set), "rows": sides})
+        return
     make_set(args.set)
     with tempfile.TemporaryDirectory() as scratch:
         engine = Engine(Path(scratch) / "catalog", query_mode=args.query_mode)

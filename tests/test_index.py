@@ -249,6 +249,24 @@ def test_broad_filter_on_a_big_hnsw_index_still_returns_k():
     assert (found != MISSING_KEY).all() and np.isin(found, allowed).all()
 
 
+def test_a_loaded_hnsw_index_scans_filters_exactly_after_churn(tmp_path):
+    """The filter scan reads the vectors kept beside the graph; a loaded index reads them from hnswlib's file."""
+    index, reference = HnswIndex(DIM, capacity=8), ExactIndex(DIM)
+    for target in (index, reference):
+        target.add(np.arange(3000) * 5, unit(3000, seed=3))
+        target.remove(np.arange(0, 3000, 4) * 5)
+        target.add(np.arange(7, 3000, 4) * 5, unit(749, seed=4))  # replaced in place
+        target.add(np.arange(20_000, 20_400), unit(400, seed=5))  # new keys reuse removed rows
+    index.save(tmp_path / "saved")
+    loaded = load_index(tmp_path / "saved")
+    allowed = np.concatenate([np.arange(1, 3000, 16) * 5, np.arange(20_000, 20_400, 3)])  # scanned: under 500
+    queries = unit(20, seed=6)
+    expected = reference.search(queries, 10, allowed)
+    for searched in (index, loaded):
+        found = searched.search(queries, 10, allowed)
+        assert (found[0] == expected[0]).all() and np.allclose(found[1], expected[1], atol=1e-5)
+
+
 def test_exact_broad_filter_scans_with_a_mask(monkeypatch):
     from lookalike.index import exact
 

@@ -27,6 +27,8 @@ SAME_OBJECT_INLIERS = 25
 SAME_OBJECT_MAX_COLOUR = 20.0
 #: Catalogue photos' features kept in memory (about 0.5 MB each with RootSIFT).
 CACHE_PHOTOS = 256
+#: The query photo's keypoints are found at this size (longest side); catalogue photos' at local_features.MAX_SIDE.
+QUERY_MAX_SIDE = local_features.MAX_SIDE
 
 
 def same_object(verification: Verification) -> bool:
@@ -52,7 +54,7 @@ class ShortlistVerifier:
         self._pool.shutdown(wait=False)
 
     def query_features(self, image: Image.Image) -> LocalFeatures:
-        return extract(image)
+        return extract(image, max_side=QUERY_MAX_SIDE)
 
     def photo_features(self, path: str | None) -> LocalFeatures | None:
         """Features of a catalogue photo, or None when its file is gone or unreadable."""

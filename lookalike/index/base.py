@@ -200,6 +200,9 @@ class ApproximateIndex(VectorIndex):
     So a filtered search always returns min(k, matches) results.
     """
 
+    #: A filter matching at most this many items is answered by an exact scan of the matches.
+    exact_filter_max_rows = EXACT_FILTER_MAX_ROWS
+
     def contains(self, key: int) -> bool:
         raise NotImplementedError
 
@@ -225,7 +228,7 @@ class ApproximateIndex(VectorIndex):
             found = self.approximate(queries, take, None)
             return pad(*found, k) if found is not None else self.exact(queries, k, self.keys())
         allowed_keys = np.asarray([key for key in allowed.tolist() if self.contains(key)], dtype=np.int64)
-        if len(allowed_keys) <= EXACT_FILTER_MAX_ROWS:
+        if len(allowed_keys) <= self.exact_filter_max_rows:
             return self.exact(queries, k, allowed_keys)
         found = self.approximate(queries, min(k, len(allowed_keys)), set(allowed_keys.tolist()))
         return pad(*found, k) if found is not None else self.exact(queries, k, allowed_keys)

@@ -3,6 +3,13 @@
 Deletes are hnswlib tombstones (``mark_deleted``) whose slots new items
 reuse (``allow_replace_deleted``), so the catalogue changes daily without a
 rebuild and the graph does not grow with churn.
+
+The vectors are also kept in one contiguous array (rows reused as keys come
+and go): a filtered search scans the matching vectors from it at memory speed,
+where hnswlib hands them out at about 90 us each. It doubles the vectors'
+memory (5 GB at a million 1280-d photos) and makes selective filters cheap
+(benchmarks/filter_bench.py). A loaded index reads the array straight out of
+hnswlib's saved file.
 """
 
 from __future__ import annotations
@@ -13,6 +20,11 @@ import hnswlib
 import numpy as np
 
 from lookalike.index.base import ApproximateIndex, as_keys, as_vectors, read_meta, write_meta
+
+#: hnswlib's saved index starts with these fields (hnswalg.h, saveIndex), then each element's level-0 block.
+SAVED_HEADER = np.dtype([("offset_level0", "<u8"), ("max_elements", "<u8"), ("count", "<u8"), ("element_bytes", "<u8"),
+                         ("label_offset", "<u8"), ("data_offset", "<u8"), ("max_level", "<i4"), ("entry_point", "<u4"),
+                         ("max_m", "<u8"), ("max_m0", "<u8"), ("m", "<u8"), ("mult", "<f8"), ("ef_construction", "<u8")])
 
 
 class HnswIndex(ApproximateIndex):
@@ -26,19 +38,46 @@ class HnswIndex(ApproximateIndex):
         self._graph = hnswlib.Index(space="ip", dim=dim)
         self._graph.init_index(max_elements=capacity, M=m, ef_construction=ef_construction, allow_replace_deleted=True)
         self._graph.set_ef(ef_search)
-        self._live: set[int] = set()
+        #: key -> row of ``_vectors``; rows of removed keys wait in ``_free`` for new ones.
+        self._rows: dict[int, int] = {}
+        self._free: list[int] = []
+        self._vectors = np.empty((max(capacity, 1), dim), np.float32)
+        self._used_rows = 0
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._rows)
 
     def contains(self, key: int) -> bool:
-        return key in self._live
+        return key in self._rows
 
     def keys(self) -> np.ndarray:
-        return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
+        return np.fromiter(sorted(self._rows), dtype=np.int64, count=len(self._rows))
 
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
-        return np.asarray(self._graph.get_items(keys), dtype=np.float32)
+        return self._vectors[np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))]
+
+    def exact(self, queries: np.ndarray, k: int, keys: np.ndarray):
+        # In row order the scan reads the array front to back.
+        rows = np.fromiter((self._rows[key] for key in keys.tolist()), np.int64, len(keys))
+        order = np.argsort(rows, kind="stable")
+        return super().exact(queries, k, keys[order])
+
+    def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        rows = []
+        for key in keys.tolist():
+            row = self._rows.get(key)
+            if row is None:
+                if self._free:
+                    row = self._free.pop()
+                else:
+                    row, self._used_rows = self._used_rows, self._used_rows + 1
+                    if row >= len(self._vectors):
+                        grown = np.empty((2 * len(self._vectors), self.dim), np.float32)
+                        grown[: len(self._vectors)] = self._vectors
+                        self._vectors = grown
+                self._rows[key] = row
+            rows.append(row)
+        self._vectors[rows] = vectors
 
     def add(self, keys, vectors, fields: list[dict] | None = None) -> None:
         keys, vectors = as_keys(keys), as_vectors(vectors, self.dim)
@@ -49,19 +88,20 @@ class HnswIndex(ApproximateIndex):
         needed = self._graph.get_current_count() + len(keys)
         if needed > self._graph.get_max_elements():
             self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
-        present = np.asarray([key in self._live for key in keys.tolist()])
+        present = np.asarray([key in self._rows for key in keys.tolist()])
         if present.any():
             # Replacing in place keeps the key's slot; hnswlib updates the links.
             self._graph.add_items(vectors[present], keys[present], replace_deleted=False)
         if (~present).any():
             self._graph.add_items(vectors[~present], keys[~present], replace_deleted=True)
-        self._live.update(keys.tolist())
+        self._store(keys, vectors)
 
     def remove(self, keys) -> None:
         for key in as_keys(keys).tolist():
-            if key in self._live:
+            row = self._rows.pop(key, None)
+            if row is not None:
                 self._graph.mark_deleted(key)
-                self._live.discard(key)
+                self._free.append(row)
 
     def approximate(self, queries: np.ndarray, k: int, accept: set | None):
         self._graph.set_ef(max(self.ef_search, k))
@@ -91,7 +131,29 @@ class HnswIndex(ApproximateIndex):
         index._graph = hnswlib.Index(space="ip", dim=meta["dim"])
         index._graph.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
         index._graph.set_ef(meta["ef_search"])
-        index._live = set(np.load(directory / "live.npy").tolist())
-        if len(index._live) != meta["count"]:
+        live = np.load(directory / "live.npy")
+        if len(live) != meta["count"]:
             raise ValueError("index files are inconsistent")
+        index._vectors = np.empty((max(len(live), 1), meta["dim"]), np.float32)
+        index._store(live, _saved_vectors(directory / "hnsw.bin", live, meta["dim"], index._graph))
         return index
+
+
+def _saved_vectors(path: Path, keys: np.ndarray, dim: int, graph) -> np.ndarray:
+    """The vectors of ``keys`` read from hnswlib's saved file (each element's block holds its vector and its label),
+    or asked of hnswlib one by one if the file is not laid out as expected."""
+    with open(path, "rb") as handle:
+        header = np.frombuffer(handle.read(SAVED_HEADER.itemsize), SAVED_HEADER)
+    if len(header) == 1:
+        count, element_bytes = int(header["count"][0]), int(header["element_bytes"][0])
+        data_offset, label_offset = int(header["data_offset"][0]), int(header["label_offset"][0])
+        if data_offset + 4 * dim <= label_offset and label_offset + 8 <= element_bytes and count >= len(keys):
+            blocks = np.memmap(path, np.uint8, "r", offset=SAVED_HEADER.itemsize, shape=(count, element_bytes))
+            labels = blocks[:, label_offset : label_offset + 8].copy().view("<u8").ravel().astype(np.int64)
+            position = {label: row for row, label in enumerate(labels.tolist())}  # a replaced slot keeps its last label
+            if all(key in position for key in keys.tolist()):
+                rows = np.fromiter((position[key] for key in keys.tolist()), np.int64, len(keys))
+                vectors = blocks[rows, data_offset : data_offset + 4 * dim].copy().view("<f4")
+                del blocks
+                return vectors.reshape(len(keys), dim)
+    return np.asarray(graph.get_items(keys), dtype=np.float32).reshape(len(keys), dim)

@@ -50,10 +50,10 @@ def _detector(kind: str):
     raise ValueError(f"unknown local feature kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def extract(image: Image.Image, kind: str = DEFAULT_KIND) -> LocalFeatures:
-    """Keypoints of ``image`` (scaled so its longest side is at most MAX_SIDE)."""
+def extract(image: Image.Image, kind: str = DEFAULT_KIND, max_side: int | None = None) -> LocalFeatures:
+    """Keypoints of ``image`` (scaled so its longest side is at most ``max_side``, by default MAX_SIDE)."""
     rgb = image.convert("RGB")
-    scale = MAX_SIDE / max(rgb.size)
+    scale = (max_side or MAX_SIDE) / max(rgb.size)
     if scale < 1:
         rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR)
     pixels = np.asarray(rgb)

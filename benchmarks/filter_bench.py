@@ -1,0 +1,105 @@
+"""Filtered searches on the hnsw backend: for filters matching a share of the photos, the latency (p50, p99, one
+thread, one query at a time as a server runs them) and recall@10 of the search policy, ours beside the baseline in
+one run on one graph:
+
+- baseline: the policy before (matches up to 500 scanned with vectors read through hnswlib, about 90 us each; the
+  graph with a filter above);
+- ours: matches scanned from the contiguous copy of the vectors up to HnswIndex.exact_filter_max_rows, the graph
+  with a filter above;
+
+plus, per share, what each path alone costs (the scan from the copy, the graph with the filter), which is where
+the threshold comes from. Filters are random subsets of the photos: the graph's worst case (a category, whose
+photos lie near each other, is easier for it).
+
+    .venv/bin/python benchmarks/filter_bench.py [--n 200000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import print_table, write_json
+from index_bench import make_vectors
+from threadpoolctl import threadpool_limits
+
+from lookalike.index import HnswIndex
+
+K = 10
+SHARES = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.2)
+
+
+class Baseline(HnswIndex):
+    """The policy before: the matches' vectors come from hnswlib one by one, scanned up to 500 of them."""
+
+    exact_filter_max_rows = 500
+
+    def vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self._graph.get_items(keys), dtype=np.float32)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "vectors.npy"
+        make_vectors(args.n + args.queries, path, seed=3)
+        vectors = np.load(path, mmap_mode="r")
+        queries = np.asarray(vectors[args.n :])
+        index = HnswIndex(vectors.shape[1], capacity=args.n)
+        started = time.perf_counter()
+        for start in range(0, args.n, 20_000):
+            index.add(np.arange(start, min(start + 20_000, args.n)), np.asarray(vectors[start : start + 20_000]))
+        build_s = time.perf_counter() - started
+    baseline = Baseline.__new__(Baseline)
+    baseline.__dict__.update(index.__dict__)  # the same graph, searched the old way
+    keys = index.keys()
+    rows = []
+    with threadpool_limits(1):
+        for share in SHARES:
+            allowed = np.sort(rng.choice(keys, max(1, int(share * len(keys))), replace=False))
+            accept = set(allowed.tolist())
+            timings: dict[str, list[float]] = {"baseline": [], "ours": [], "scan": [], "graph": []}
+            recalls: dict[str, list[float]] = {"baseline": [], "ours": [], "graph": []}
+            for query in queries:
+                truth = set(index.exact(query[None], K, allowed)[0][0].tolist())
+                for name, searched in (("baseline", baseline), ("ours", index)):
+                    began = time.perf_counter()
+                    found = searched.search(query[None], K, allowed)[0][0]
+                    timings[name].append((time.perf_counter() - began) * 1000)
+                    recalls[name].append(len(truth & set(found.tolist())) / min(K, len(allowed)))
+                began = time.perf_counter()
+                index.exact(query[None], K, allowed)
+                timings["scan"].append((time.perf_counter() - began) * 1000)
+                began = time.perf_counter()
+                found = index.approximate(query[None], min(K, len(allowed)), accept)
+                timings["graph"].append((time.perf_counter() - began) * 1000)
+                recalls["graph"].append(len(truth & set(found[0][0].tolist())) / min(K, len(allowed)) if found else 0.0)
+            rows.append({
+                "share matched": f"{share:.2%}", "matches": len(allowed),
+                "baseline p50 ms": percentile(timings["baseline"], 50), "baseline p99 ms": percentile(timings["baseline"], 99),
+                "baseline recall": round(float(np.mean(recalls["baseline"])), 3),
+                "ours p50 ms": percentile(timings["ours"], 50), "ours p99 ms": percentile(timings["ours"], 99),
+                "ours recall": round(float(np.mean(recalls["ours"])), 3),
+                "scan p50 ms": percentile(timings["scan"], 50), "graph p50 ms": percentile(timings["graph"], 50),
+                "graph recall": round(float(np.mean(recalls["graph"])), 3)})
+            print(rows[-1], flush=True)
+    print(f"\nfiltered search, hnsw, {args.n:,} photos of 1280-d, {args.queries} queries, k={K}, one thread; build "
+          f"{build_s:.0f} s; ours scans up to {index.exact_filter_max_rows:,} matches\n")
+    print_table(rows, list(rows[0]))
+    write_json(f"filter_{args.n}", {"n": args.n, "queries": args.queries, "k": K, "build_s": round(build_s, 1),
+                                    "exact_filter_max_rows": index.exact_filter_max_rows, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
