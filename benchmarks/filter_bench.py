@@ -27,18 +27,26 @@ from index_bench import make_vectors
 from threadpoolctl import threadpool_limits
 
 from lookalike.index import HnswIndex
+from lookalike.index.base import ApproximateIndex, pad
 
 K = 10
 SHARES = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.2)
 
 
 class Baseline(HnswIndex):
-    """The policy before: the matches' vectors come from hnswlib one by one, scanned up to 500 of them."""
-
-    exact_filter_max_rows = 500
+    """The policy before, as it was: the matches' vectors come from hnswlib one by one, scanned up to 500 of them."""
 
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
         return np.asarray(self._graph.get_items(keys), dtype=np.float32)
+
+    exact = ApproximateIndex.exact
+
+    def _search(self, queries, k: int, allowed, conditions, exclude_keys):
+        allowed_keys = np.asarray([key for key in allowed.tolist() if self.contains(key)], dtype=np.int64)
+        if len(allowed_keys) <= 500:
+            return self.exact(queries, k, allowed_keys)
+        found = self.approximate(queries, min(k, len(allowed_keys)), set(allowed_keys.tolist()))
+        return pad(*found, k) if found is not None else self.exact(queries, k, allowed_keys)
 
 
 def percentile(values: list[float], q: float) -> float:

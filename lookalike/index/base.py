@@ -227,8 +227,12 @@ class ApproximateIndex(VectorIndex):
                 return pad(np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), k)
             found = self.approximate(queries, take, None)
             return pad(*found, k) if found is not None else self.exact(queries, k, self.keys())
-        allowed_keys = np.asarray([key for key in allowed.tolist() if self.contains(key)], dtype=np.int64)
-        if len(allowed_keys) <= self.exact_filter_max_rows:
-            return self.exact(queries, k, allowed_keys)
-        found = self.approximate(queries, min(k, len(allowed_keys)), set(allowed_keys.tolist()))
-        return pad(*found, k) if found is not None else self.exact(queries, k, allowed_keys)
+        allowed = np.asarray(allowed, dtype=np.int64)
+        if len(allowed) <= self.exact_filter_max_rows:
+            return self.exact(queries, k, self._known(allowed))
+        # Keys the index lacks only make the graph look for more than exist: it then finds fewer, and the scan answers.
+        found = self.approximate(queries, min(k, len(allowed)), set(allowed.tolist()))
+        return pad(*found, k) if found is not None else self.exact(queries, k, self._known(allowed))
+
+    def _known(self, keys: np.ndarray) -> np.ndarray:
+        return keys[np.fromiter((self.contains(key) for key in keys.tolist()), bool, len(keys))]

@@ -19,7 +19,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from lookalike.index.base import ApproximateIndex, as_keys, as_vectors, read_meta, write_meta
+from lookalike.index.base import ApproximateIndex, as_keys, as_vectors, read_meta, top_k, write_meta
 
 #: hnswlib's saved index starts with these fields (hnswalg.h, saveIndex), then each element's level-0 block.
 SAVED_HEADER = np.dtype([("offset_level0", "<u8"), ("max_elements", "<u8"), ("count", "<u8"), ("element_bytes", "<u8"),
@@ -29,6 +29,9 @@ SAVED_HEADER = np.dtype([("offset_level0", "<u8"), ("max_elements", "<u8"), ("co
 
 class HnswIndex(ApproximateIndex):
     backend = "hnsw"
+    #: The scan from the contiguous copy beats the graph with a filter up to about this many matches (0.7 us a
+    #: match against a graph that slows as matches get rarer; benchmarks/filter_bench.py at 200k photos).
+    exact_filter_max_rows = 4000
 
     def __init__(self, dim: int, m: int = 16, ef_construction: int = 200, ef_search: int = 64, capacity: int = 1024):
         self.dim = dim
@@ -57,10 +60,14 @@ class HnswIndex(ApproximateIndex):
         return self._vectors[np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))]
 
     def exact(self, queries: np.ndarray, k: int, keys: np.ndarray):
-        # In row order the scan reads the array front to back.
+        if len(keys) == 0:
+            return super().exact(queries, k, keys)
         rows = np.fromiter((self._rows[key] for key in keys.tolist()), np.int64, len(keys))
-        order = np.argsort(rows, kind="stable")
-        return super().exact(queries, k, keys[order])
+        order = np.argsort(rows)  # in row order the scan reads the array front to back
+        rows, keys = rows[order], keys[order]
+        scores = np.concatenate([queries @ self._vectors[rows[start : start + 65536]].T
+                                 for start in range(0, len(rows), 65536)], axis=1)
+        return top_k(scores, keys, k)
 
     def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         rows = []
