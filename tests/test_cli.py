@@ -145,3 +145,22 @@ def test_index_backend_choice_options_and_bench_index(tmp_path, demo_folder):
     wrong = run_cli("--catalog", catalog, "--index", "hnsw", "--index-option", "trees=3", "search", "--id",
                     photos[0].name)
     assert wrong.returncode == 2 and "does not take these options" in wrong.stderr
+
+
+def test_prepare_builds_the_model_ahead_the_catalogue_s_own_when_there_is_one(tmp_path, demo_folder):
+    env = {"LOOKALIKE_CACHE": str(tmp_path / "cache")}
+    first = run_cli("--catalog", str(tmp_path / "none"), "prepare", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    prepared = json.loads(first.stdout)
+    assert prepared["model_id"] == "efficientnet-lite0:avg:224:p1:int8"
+    built_files = sorted(path.name for path in (tmp_path / "cache/models").iterdir())
+    assert len(built_files) == 2 and built_files[0].endswith("-int8.onnx")  # the int8 model and the float graph
+    assert not (tmp_path / "none").exists()  # preparing a model makes no catalogue
+    photos = sorted((demo_folder / "photos").rglob("*.jpg"))[:3]
+    built = run_cli("--catalog", str(tmp_path / "cat"), "--model", "mobilenetv2:avg", "index", "--quiet", *map(str, photos),
+                    env=env)
+    assert built.returncode == 0, built.stderr
+    again = run_cli("--catalog", str(tmp_path / "cat"), "prepare", env=env)
+    assert again.returncode == 0 and again.stdout.startswith("model mobilenetv2:avg:224:p1 ready in ")
+    wrong = run_cli("--model", "no-such-model", "prepare", env=env)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "unknown model" in wrong.stderr

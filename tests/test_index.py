@@ -267,6 +267,26 @@ def test_a_loaded_hnsw_index_scans_filters_exactly_after_churn(tmp_path):
         assert (found[0] == expected[0]).all() and np.allclose(found[1], expected[1], atol=1e-5)
 
 
+def test_hnsw_keys_removed_and_added_back_in_any_order_stay_consistent(tmp_path):
+    """A key added back while its old slot is still a tombstone must not lose itself when that slot is reused."""
+    vectors = unit(4, seed=11)
+    index = HnswIndex(DIM)
+    index.add([7, 5], vectors[:2])
+    index.remove([5, 7])
+    index.add([5], vectors[2:3])
+    index.add([9], vectors[3:4])
+    index.remove([5])
+    assert index.keys().tolist() == [9] and index.search(vectors[2:3], 3)[0][0].tolist() == [9, MISSING_KEY, MISSING_KEY]
+    index.add([5], vectors[2:3])
+    index.save(tmp_path / "saved")
+    loaded = load_index(tmp_path / "saved")
+    for searched in (index, loaded):
+        keys, scores = searched.search(vectors[2:3], 1, np.array([5]))
+        assert keys[0, 0] == 5 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    loaded.remove([5])
+    assert loaded.keys().tolist() == [9]
+
+
 def test_exact_broad_filter_scans_with_a_mask(monkeypatch):
     from lookalike.index import exact
 

@@ -3,6 +3,7 @@ int8 models quantise from the calibration the package ships, which equals a fres
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,29 @@ def test_both_checkpoint_formats_and_no_code_in_them(tmp_path, torch):
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError):
         read_state_dict(tmp_path / "text.pt")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return print, ("this ran",)
+
+
+def test_a_hostile_or_broken_checkpoint_is_refused_in_one_line(tmp_path, torch, capsys):
+    (tmp_path / "header.pt").write_bytes(pickle.dumps(RunsCode()))  # code in the first pickle, before the magic number
+    with pytest.raises(CheckpointError, match="print, which a weights file never needs"):
+        read_state_dict(tmp_path / "header.pt")
+    assert "this ran" not in capsys.readouterr().out
+    torch.save({"w": torch.zeros(1)}, tmp_path / "one.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "one.pt").read_bytes()
+    # The tensor claims 8 elements of its 1-element storage (size (1,) pickled as BININT1 1, TUPLE1 after offset 0).
+    marker = b"K\x00K\x01\x85"
+    assert data.count(marker) == 1
+    (tmp_path / "past-the-end.pt").write_bytes(data.replace(marker, b"K\x00K\x08\x85"))
+    with pytest.raises(CheckpointError, match="past the end"):
+        read_state_dict(tmp_path / "past-the-end.pt")
+    (tmp_path / "truncated.pt").write_bytes(data[:-3])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_state_dict(tmp_path / "truncated.pt")
 
 
 @pytest.mark.parametrize("spec", ["efficientnet-lite0:avg", "efficientnet-lite0:gem:288", "efficientnet-lite2:avg",

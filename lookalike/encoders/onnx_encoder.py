@@ -172,17 +172,14 @@ def shipped_calibration(stem: str) -> Path:
 def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np.ndarray],
               calibration: Path | None = None, save_calibration: Path | None = None) -> None:
     """Quantise statically, calibrated on the photos of ``calibration_batches`` or, where ``calibration`` (a cache
-    onnxruntime wrote) exists and this onnxruntime reads one, on the ranges it holds. ``save_calibration`` keeps the
-    ranges a calibration found."""
-    import inspect
+    onnxruntime wrote) exists, on the ranges it holds. ``save_calibration`` keeps the ranges a calibration found."""
     import logging
     import shutil
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reads_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-    use_shipped = reads_cache and calibration is not None and calibration.is_file()
+    use_shipped = calibration is not None and calibration.is_file()
     if not use_shipped:
         try:
             batches = iter(calibration_batches(preprocess))
@@ -205,8 +202,7 @@ def _quantise(source: Path, target: Path, preprocess: Callable[[Image.Image], np
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(scratch_file), None if use_shipped else Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        **({"calibration_cache_path": str(cache)} if reads_cache else {}))
+                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache))
         if save_calibration is not None and cache.is_file():
             shutil.copyfile(cache, save_calibration)
         os.replace(scratch_file, target)

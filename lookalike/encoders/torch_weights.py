@@ -91,9 +91,17 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _materialise(reference: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray:
-    flat = storages[reference.key]
-    if not reference.size:
-        return flat[reference.offset : reference.offset + 1].reshape(()).copy()
+    flat = storages.get(reference.key)
+    if flat is None:
+        raise CheckpointError(f"a tensor refers to storage {reference.key!r}, which the checkpoint lacks")
+    size, stride, offset = reference.size, reference.stride, reference.offset
+    if len(size) != len(stride) or min((offset, *size, *stride), default=0) < 0:
+        raise CheckpointError("a tensor's shape, strides or offset are invalid")
+    last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
+    if all(size) and last >= len(flat):  # the tensor would read past its storage
+        raise CheckpointError("a tensor reaches past the end of its storage")
+    if not size:
+        return flat[offset : offset + 1].reshape(()).copy()
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat[reference.offset :], shape=reference.size,
                                            strides=[step * itemsize for step in reference.stride])
@@ -106,22 +114,27 @@ def _tensors(state, storages: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: _materialise(value, storages) for name, value in state.items() if isinstance(value, _TensorRef)}
 
 
-def _read_legacy(handle) -> dict[str, np.ndarray]:
-    try:
-        magic = pickle.load(handle)
-    except Exception as error:
-        raise CheckpointError(f"not a PyTorch checkpoint ({error})") from None
-    if magic != LEGACY_MAGIC:
+def _read_legacy(handle, file_size: int) -> dict[str, np.ndarray]:
+    # Every pickle goes through the restricted unpickler: the header's hold plain values only.
+    if _Unpickler(handle).load() != LEGACY_MAGIC:
         raise CheckpointError("not a PyTorch checkpoint (wrong magic number)")
-    if pickle.load(handle) != LEGACY_PROTOCOL:
+    if _Unpickler(handle).load() != LEGACY_PROTOCOL:
         raise CheckpointError("unsupported PyTorch checkpoint protocol")
-    pickle.load(handle)  # system info: byte order and type sizes, always little-endian on the packages' files
+    _Unpickler(handle).load()  # system info: byte order and type sizes, always little-endian on the packages' files
     unpickler = _Unpickler(handle)
     state, storage_dtypes = unpickler.load(), unpickler.storage_dtypes
     storages = {}
-    for key in pickle.load(handle):
-        count = int(np.frombuffer(handle.read(8), "<i8")[0])
+    keys = _Unpickler(handle).load()
+    if not isinstance(keys, list):
+        raise CheckpointError("the checkpoint's list of storages is missing")
+    for key in keys:
+        header = handle.read(8)
+        if len(header) != 8 or key not in storage_dtypes:
+            raise CheckpointError("the checkpoint is truncated or names a storage no tensor uses")
+        count = int(np.frombuffer(header, "<i8")[0])
         dtype = np.dtype(storage_dtypes[key]).newbyteorder("<")
+        if not 0 <= count * dtype.itemsize <= file_size:
+            raise CheckpointError("the checkpoint's storage sizes do not fit the file")
         data = handle.read(count * dtype.itemsize)
         if len(data) != count * dtype.itemsize:
             raise CheckpointError("the checkpoint is truncated")
@@ -144,9 +157,15 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """The tensors of a PyTorch state dict file, by name, as numpy arrays."""
+    """The tensors of a PyTorch state dict file, by name, as numpy arrays; CheckpointError if it is not one."""
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        return _read_zip(path)
-    with open(path, "rb") as handle:
-        return _read_legacy(handle)
+    try:
+        if zipfile.is_zipfile(path):
+            return _read_zip(path)
+        with open(path, "rb") as handle:
+            return _read_legacy(handle, path.stat().st_size)
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint this reader understands ({error})") from None

@@ -31,8 +31,16 @@ def describe(query: ImageInput) -> str:
 def prepare_model(settings: Settings) -> dict:
     """Build (and quantise) the model's ONNX graph into the cache now, ahead of the first index or search: a
     container image or a Ray worker then starts with it ready. Returns the model, its cache folder and the seconds
-    it took (a fraction of a second when it was there already)."""
-    spec = settings.model or DEFAULT_MODEL
+    it took (a fraction of a second when it was there already). The model is the one asked for, else the
+    catalogue's (when there is one), else the default."""
+    spec = settings.model
+    if spec is None and (settings.store or (settings.catalog / "catalog.sqlite").exists()):
+        catalog = Catalog(settings.catalog, create=False, store=settings.store)
+        try:
+            spec = Embedder(settings, catalog).stored_spec()
+        finally:
+            catalog.close()
+    spec = spec or DEFAULT_MODEL
     started = time.perf_counter()
     try:
         encoder = load_encoder(spec, cache_root=settings.cache_dir)

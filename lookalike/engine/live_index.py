@@ -71,6 +71,11 @@ class LiveIndex:
         except LookalikeError:
             self._behind_store = True
             raise
+        if self.catalog.shared and self._seen_generation is not None:
+            # The store's counter moved by this server's own commit alone: nothing of the others' to follow.
+            generation = self.catalog.generation
+            if generation == self._seen_generation + 1:
+                self._seen_generation = generation
 
     def _follow_other_writers(self, index: VectorIndex) -> None:
         """Catch a server's own index up with what other servers wrote to a shared store."""

@@ -70,7 +70,7 @@ class CompressedHnswIndex(ApproximateIndex):
         _, _, right = np.linalg.svd(vectors, full_matrices=False)
         self.projection = np.ascontiguousarray(right[: self.components].T.astype(np.float32))
         self._graph = HnswIndex(self.components, self.m, self.ef_construction, self.ef_search,
-                                capacity=max(self.capacity, 2 * len(keys)))
+                                capacity=max(self.capacity, 2 * len(keys)), keep_vectors=False)  # re-ranks from the store
         self._graph.add(keys, self._project(vectors))
         self._pending.clear()
 

@@ -33,18 +33,21 @@ class HnswIndex(ApproximateIndex):
     #: match against a graph that slows as matches get rarer; benchmarks/filter_bench.py at 200k photos).
     exact_filter_max_rows = 4000
 
-    def __init__(self, dim: int, m: int = 16, ef_construction: int = 200, ef_search: int = 64, capacity: int = 1024):
+    def __init__(self, dim: int, m: int = 16, ef_construction: int = 200, ef_search: int = 64, capacity: int = 1024,
+                 keep_vectors: bool = True):
+        """``keep_vectors=False`` leaves out the contiguous copy (a graph whose owner re-ranks from elsewhere)."""
         self.dim = dim
+        self.keep_vectors = keep_vectors
         self.m = m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self._graph = hnswlib.Index(space="ip", dim=dim)
         self._graph.init_index(max_elements=capacity, M=m, ef_construction=ef_construction, allow_replace_deleted=True)
         self._graph.set_ef(ef_search)
-        #: key -> row of ``_vectors``; rows of removed keys wait in ``_free`` for new ones.
+        #: key -> row of ``_vectors`` (-1 without the copy); rows of removed keys wait in ``_free`` for new ones.
         self._rows: dict[int, int] = {}
         self._free: list[int] = []
-        self._vectors = np.empty((max(capacity, 1), dim), np.float32)
+        self._vectors = np.empty((max(capacity, 1) if keep_vectors else 0, dim), np.float32)
         self._used_rows = 0
 
     def __len__(self) -> int:
@@ -57,10 +60,12 @@ class HnswIndex(ApproximateIndex):
         return np.fromiter(sorted(self._rows), dtype=np.int64, count=len(self._rows))
 
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        if not self.keep_vectors:
+            return np.asarray(self._graph.get_items(keys), dtype=np.float32).reshape(len(keys), self.dim)
         return self._vectors[np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))]
 
     def exact(self, queries: np.ndarray, k: int, keys: np.ndarray):
-        if len(keys) == 0:
+        if len(keys) == 0 or not self.keep_vectors:
             return super().exact(queries, k, keys)
         rows = np.fromiter((self._rows[key] for key in keys.tolist()), np.int64, len(keys))
         order = np.argsort(rows)  # in row order the scan reads the array front to back
@@ -70,6 +75,9 @@ class HnswIndex(ApproximateIndex):
         return top_k(scores, keys, k)
 
     def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.keep_vectors:
+            self._rows.update(dict.fromkeys(keys.tolist(), -1))
+            return
         rows = []
         for key in keys.tolist():
             row = self._rows.get(key)
@@ -96,6 +104,16 @@ class HnswIndex(ApproximateIndex):
         if needed > self._graph.get_max_elements():
             self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
         present = np.asarray([key in self._rows for key in keys.tolist()])
+        if not present.all() and self._graph.get_current_count() > len(self._rows):
+            # A removed key may still own its old slot, marked deleted: it comes back there. (Given to
+            # replace_deleted it could land in another key's free slot while its old slot keeps its label,
+            # and hnswlib would drop the key when that old slot is reused.)
+            for position in np.flatnonzero(~present).tolist():
+                try:
+                    self._graph.unmark_deleted(int(keys[position]))
+                except RuntimeError:  # not in the graph at all, or its slot went to another key
+                    continue
+                present[position] = True
         if present.any():
             # Replacing in place keeps the key's slot; hnswlib updates the links.
             self._graph.add_items(vectors[present], keys[present], replace_deleted=False)
@@ -105,10 +123,11 @@ class HnswIndex(ApproximateIndex):
 
     def remove(self, keys) -> None:
         for key in as_keys(keys).tolist():
-            row = self._rows.pop(key, None)
-            if row is not None:
+            if key in self._rows:
                 self._graph.mark_deleted(key)
-                self._free.append(row)
+                row = self._rows.pop(key)
+                if row >= 0:
+                    self._free.append(row)
 
     def approximate(self, queries: np.ndarray, k: int, accept: set | None):
         self._graph.set_ef(max(self.ef_search, k))
@@ -127,20 +146,24 @@ class HnswIndex(ApproximateIndex):
         write_meta(
             directory,
             {"backend": self.backend, "dim": self.dim, "m": self.m, "ef_construction": self.ef_construction,
-             "ef_search": self.ef_search, "count": len(self)},
+             "ef_search": self.ef_search, "count": len(self), "keep_vectors": self.keep_vectors},
         )
 
     @classmethod
     def load(cls, directory: Path, **context) -> HnswIndex:
         directory = Path(directory)
         meta = read_meta(directory)
-        index = cls(meta["dim"], meta["m"], meta["ef_construction"], meta["ef_search"], capacity=1)
+        index = cls(meta["dim"], meta["m"], meta["ef_construction"], meta["ef_search"], capacity=1,
+                    keep_vectors=meta.get("keep_vectors", True))
         index._graph = hnswlib.Index(space="ip", dim=meta["dim"])
         index._graph.load_index(str(directory / "hnsw.bin"), allow_replace_deleted=True)
         index._graph.set_ef(meta["ef_search"])
         live = np.load(directory / "live.npy")
         if len(live) != meta["count"]:
             raise ValueError("index files are inconsistent")
+        if not index.keep_vectors:
+            index._store(live, np.zeros((0, meta["dim"]), np.float32))
+            return index
         index._vectors = np.empty((max(len(live), 1), meta["dim"]), np.float32)
         index._store(live, _saved_vectors(directory / "hnsw.bin", live, meta["dim"], index._graph))
         return index
@@ -157,7 +180,10 @@ def _saved_vectors(path: Path, keys: np.ndarray, dim: int, graph) -> np.ndarray:
         if data_offset + 4 * dim <= label_offset and label_offset + 8 <= element_bytes and count >= len(keys):
             blocks = np.memmap(path, np.uint8, "r", offset=SAVED_HEADER.itemsize, shape=(count, element_bytes))
             labels = blocks[:, label_offset : label_offset + 8].copy().view("<u8").ravel().astype(np.int64)
-            position = {label: row for row, label in enumerate(labels.tolist())}  # a replaced slot keeps its last label
+            # The third byte of an element's links header holds hnswlib's delete mark: a deleted slot may still
+            # carry the label of a key that lives elsewhere now.
+            deleted = (blocks[:, int(header["offset_level0"][0]) + 2] & 1).astype(bool)
+            position = {label: row for row, (label, gone) in enumerate(zip(labels.tolist(), deleted.tolist())) if not gone}
             if all(key in position for key in keys.tolist()):
                 rows = np.fromiter((position[key] for key in keys.tolist()), np.int64, len(keys))
                 vectors = blocks[rows, data_offset : data_offset + 4 * dim].copy().view("<f4")

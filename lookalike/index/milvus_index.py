@@ -223,6 +223,10 @@ class MilvusIndex(VectorIndex):
         self._strong_until = time.monotonic() + STRONG_AFTER_OTHERS_WROTE_SECONDS
         self._counted = (-math.inf, 0)
 
+    def _read_consistency(self) -> dict:
+        """What a search or query passes: Strong for a while after another server's change, else the collection's."""
+        return {"consistency_level": "Strong"} if time.monotonic() < self._strong_until else {}
+
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions,
                 exclude_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Conditions (category, price) and excluded keys are evaluated inside Milvus."""
@@ -239,8 +243,7 @@ class MilvusIndex(VectorIndex):
         request = {"data": [query.tolist() for query in queries], "limit": k, "output_fields": ["key"],
                    "filter": " and ".join(f"({clause})" for clause in clauses),
                    "search_params": {"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}}}
-        if time.monotonic() < self._strong_until:
-            request["consistency_level"] = "Strong"
+        request.update(self._read_consistency())
         with self._lock:
             try:
                 results = self._client.search(self.collection, **request)
@@ -276,7 +279,8 @@ class MilvusIndex(VectorIndex):
             for start in range(0, len(allowed), BATCH_ROWS):
                 chunk = allowed[start : start + BATCH_ROWS].tolist()
                 clause = f"key in [{','.join(map(str, chunk))}]" + (f" and ({expression})" if expression else "")
-                for row in self._client.query(self.collection, filter=clause, output_fields=["key", "vector"]):
+                for row in self._client.query(self.collection, filter=clause, output_fields=["key", "vector"],
+                                              **self._read_consistency()):
                     keys.append(int(row["key"]))
                     vectors.append(row["vector"])
         if not keys:
