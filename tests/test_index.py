@@ -241,12 +241,17 @@ def test_filtered_search_returns_only_allowed_and_as_many_as_exist(rows, k, allo
 
 
 def test_broad_filter_on_a_big_hnsw_index_still_returns_k():
-    vectors = unit(10_000, seed=2)
-    index = HnswIndex(DIM)
-    index.add(np.arange(10_000), vectors)
-    allowed = np.arange(0, 10_000, 3)  # a third: searched through the graph with a filter
-    found, _ = index.search(unit(20, seed=8), 10, allowed)
+    vectors = unit(15_000, seed=2)
+    index, reference = HnswIndex(DIM), ExactIndex(DIM)
+    for target in (index, reference):
+        target.add(np.arange(15_000) * 2, vectors)
+    allowed = np.arange(0, 30_000, 6)  # a third, 5,000 keys: the graph with a filter (a byte per key), not the scan
+    assert len(allowed) > index.exact_filter_max_rows and isinstance(index.acceptor(allowed), bytearray)
+    queries = unit(20, seed=8)
+    found, _ = index.search(queries, 10, allowed)
     assert (found != MISSING_KEY).all() and np.isin(found, allowed).all()
+    truth, _ = reference.search(queries, 10, allowed)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth.tolist())]) >= 0.9
 
 
 def test_a_loaded_hnsw_index_scans_filters_exactly_after_churn(tmp_path):

@@ -231,8 +231,12 @@ class ApproximateIndex(VectorIndex):
         if len(allowed) <= self.exact_filter_max_rows:
             return self.exact(queries, k, self._known(allowed))
         # Keys the index lacks only make the graph look for more than exist: it then finds fewer, and the scan answers.
-        found = self.approximate(queries, min(k, len(allowed)), set(allowed.tolist()))
+        found = self.approximate(queries, min(k, len(allowed)), self.acceptor(allowed))
         return pad(*found, k) if found is not None else self.exact(queries, k, self._known(allowed))
+
+    def acceptor(self, allowed: np.ndarray):
+        """What ``approximate`` takes to tell an allowed key: a set of them here."""
+        return set(allowed.tolist())
 
     def _known(self, keys: np.ndarray) -> np.ndarray:
         return keys[np.fromiter((self.contains(key) for key in keys.tolist()), bool, len(keys))]
