@@ -14,9 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from lookalike.encoders.cnn_graph import GEM_POWER
 from lookalike.encoders.efficientnet_lite import BATCH_NORM_EPS, STAGE_STRIDES, VARIANTS, weights_path
-
-GEM_POWER = 3.0
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -29,7 +29,6 @@ from lookalike.encoders.base import l2_normalise
 PREPROCESS_VERSION = 1
 GRAPH_VERSION = 4
 POOLINGS = ("avg", "gem")
-GEM_POWER = 3.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

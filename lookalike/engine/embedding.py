@@ -28,6 +28,13 @@ def describe(query: ImageInput) -> str:
     return "<upload>"
 
 
+def _load(spec: str, settings: Settings) -> Encoder:
+    try:
+        return load_encoder(spec, cache_root=settings.cache_dir)
+    except (ValueError, ImportError) as error:
+        raise LookalikeError(str(error)) from None
+
+
 def prepare_model(settings: Settings) -> dict:
     """Build (and quantise) the model's ONNX graph into the cache now, ahead of the first index or search: a
     container image or a Ray worker then starts with it ready. Returns the model, its cache folder and the seconds
@@ -42,10 +49,7 @@ def prepare_model(settings: Settings) -> dict:
             catalog.close()
     spec = spec or DEFAULT_MODEL
     started = time.perf_counter()
-    try:
-        encoder = load_encoder(spec, cache_root=settings.cache_dir)
-    except (ValueError, ImportError) as error:
-        raise LookalikeError(str(error)) from None
+    encoder = _load(spec, settings)
     return {"model": spec, "model_id": encoder.model_id, "cache": str(settings.cache_dir),
             "seconds": round(time.perf_counter() - started, 2)}
 
@@ -77,10 +81,7 @@ class Embedder:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             spec = self.settings.model or self.stored_spec() or DEFAULT_MODEL
-            try:
-                self._encoder = load_encoder(spec, cache_root=self.settings.cache_dir)
-            except (ValueError, ImportError) as error:
-                raise LookalikeError(str(error)) from None
+            self._encoder = _load(spec, self.settings)
             self.loaded_spec, self._spec_recorded = spec, False
         return self._encoder
 

@@ -30,6 +30,7 @@ SAVED_HEADER = np.dtype([("offset_level0", "<u8"), ("max_elements", "<u8"), ("co
 
 class HnswIndex(ApproximateIndex):
     backend = "hnsw"
+
     @property
     def exact_filter_max_rows(self) -> int:
         """Up to this many matches the scan of the contiguous copy beats the graph with a filter. The scan costs
@@ -53,7 +54,6 @@ class HnswIndex(ApproximateIndex):
         self._rows: dict[int, int] = {}
         self._free: list[int] = []
         self._vectors = np.empty((max(capacity, 1) if keep_vectors else 0, dim), np.float32)
-        self._used_rows = 0
         self._largest_key = 0
 
     def __len__(self) -> int:
@@ -65,15 +65,18 @@ class HnswIndex(ApproximateIndex):
     def keys(self) -> np.ndarray:
         return np.fromiter(sorted(self._rows), dtype=np.int64, count=len(self._rows))
 
+    def _rows_of(self, keys: np.ndarray) -> np.ndarray:
+        return np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))
+
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
         if not self.keep_vectors:
             return np.asarray(self._graph.get_items(keys), dtype=np.float32).reshape(len(keys), self.dim)
-        return self._vectors[np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))]
+        return self._vectors[self._rows_of(keys)]
 
     def exact(self, queries: np.ndarray, k: int, keys: np.ndarray):
         if len(keys) == 0 or not self.keep_vectors:
             return super().exact(queries, k, keys)
-        rows = np.fromiter((self._rows[key] for key in keys.tolist()), np.int64, len(keys))
+        rows = self._rows_of(keys)
         order = np.argsort(rows)  # in row order the scan reads the array front to back
         rows, keys = rows[order], keys[order]
         scores = np.concatenate([queries @ self._vectors[rows[start : start + 65536]].T
@@ -93,7 +96,7 @@ class HnswIndex(ApproximateIndex):
                 if self._free:
                     row = self._free.pop()
                 else:
-                    row, self._used_rows = self._used_rows, self._used_rows + 1
+                    row = len(self._rows)  # no free row: every row in use belongs to a key
                     if row >= len(self._vectors):
                         grown = np.empty((2 * len(self._vectors), self.dim), np.float32)
                         grown[: len(self._vectors)] = self._vectors
