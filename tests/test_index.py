@@ -71,6 +71,13 @@ def start_server_for(variant: str, request) -> None:
         SERVERS["postgresql"] = request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(scope="module")
+def servers(milvus_server, postgres_server) -> None:
+    """Both real servers, for a test that draws its backend itself."""
+    SERVERS["milvus"] = milvus_server.uri
+    SERVERS["postgresql"] = postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture(params=sorted(VARIANTS))
 def backend(request) -> str:
     start_server_for(request.param, request)
@@ -225,7 +232,7 @@ def test_hnsw_recall_at_larger_scale():
     backend=st.sampled_from(sorted(VARIANTS)),
     seed=st.integers(0, 10_000),
 )
-def test_filtered_search_returns_only_allowed_and_as_many_as_exist(rows, k, allowed_share, backend, seed):
+def test_filtered_search_returns_only_allowed_and_as_many_as_exist(servers, rows, k, allowed_share, backend, seed):
     rng = np.random.default_rng(seed)
     keys = rng.choice(100_000, size=rows, replace=False)
     index = make(backend)
@@ -270,6 +277,49 @@ def test_a_loaded_hnsw_index_scans_filters_exactly_after_churn(tmp_path):
     for searched in (index, loaded):
         found = searched.search(queries, 10, allowed)
         assert (found[0] == expected[0]).all() and np.allclose(found[1], expected[1], atol=1e-5)
+
+
+def test_a_projected_scan_finds_what_the_full_scan_finds(demo_vectors, tmp_path):
+    """Past ``scan_train_size`` vectors a filter of many matches is scanned in a 128-d projection and its shortlist
+    re-ranked exactly: the top 10 match the exact answer's, with exact scores, through churn, a refit and a reload."""
+    _, real = demo_vectors
+    rng = np.random.default_rng(4)
+
+    def like_real(rows: int) -> np.ndarray:
+        noisy = real[rng.integers(0, len(real), rows)] + rng.uniform(0.004, 0.04, (rows, 1)) * rng.normal(size=(rows, real.shape[1]))
+        return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+
+    dim = real.shape[1]
+    index, reference = HnswIndex(dim, scan_train_size=1500), ExactIndex(dim)
+    vectors = like_real(4000)
+    for target in (index, reference):
+        target.add(np.arange(2000), vectors[:2000])
+    assert index._projection is not None
+    first_projection = index._projection
+    for target in (index, reference):
+        target.add(np.arange(2000, 4000), vectors[2000:])  # doubled: the projection is learned again
+        target.remove(np.arange(0, 4000, 5))
+    assert index._projection is not first_projection
+    allowed = rng.choice(4000, 2500, replace=False)  # more than four shortlists, fewer than the graph takes
+    queries = like_real(30)
+    expected_keys, expected_scores = reference.search(queries, 10, allowed)
+    index.save(tmp_path / "saved")
+    for searched in (index, load_index(tmp_path / "saved")):
+        found_keys, found_scores = searched.search(queries, 10, allowed)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found_keys.tolist(), expected_keys.tolist())]) >= 0.98
+        exact_scores = np.einsum("qd,qkd->qk", queries, vectors[found_keys])
+        assert np.allclose(found_scores, exact_scores, atol=1e-5)
+
+
+def test_hnsw_with_keys_too_sparse_for_a_row_map_filters_the_same():
+    index, reference = HnswIndex(DIM), ExactIndex(DIM)
+    keys = np.arange(1, 1001) * 10**12
+    for target in (index, reference):
+        target.add(keys, unit(1000, seed=9))
+        target.remove(keys[::3])
+    allowed = np.concatenate([keys[::2], [7, 10**15]])  # with keys the index never held
+    queries = unit(10, seed=10)
+    assert (index.search(queries, 10, allowed)[0] == reference.search(queries, 10, allowed)[0]).all()
 
 
 def test_hnsw_keys_removed_and_added_back_in_any_order_stay_consistent(tmp_path):
