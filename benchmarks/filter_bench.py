@@ -13,11 +13,19 @@ comes from. Recall@10 is against a full scan of the matches' full vectors. Filte
 photos: the graph's worst case (a category, whose photos lie near each other, is easier for it).
 
     .venv/bin/python benchmarks/filter_bench.py [--n 200000] [--queries 100]
+
+With --store it measures the other half of a filtered search, finding the matching photos in the catalogue: SQL
+(the baseline) beside the in-memory filter columns, on a SQLite catalogue of --n lots of one photo each
+(categories of 0.1-20% of the lots, log-normal prices, 1,000 makers in the JSON fields):
+
+    .venv/bin/python benchmarks/filter_bench.py --store --n 1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from lookalike.index import HnswIndex
 from lookalike.index.base import ApproximateIndex, pad
+from lookalike.store import Catalog, ItemFilter
 
 K = 10
 SHARES = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.2)
@@ -62,11 +71,70 @@ def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
+CATEGORY_SHARES = {"a 0.1% category": 0.001, "a 0.5% category": 0.005, "a 1% category": 0.01,
+                   "a 5% category": 0.05, "a 20% category": 0.2}
+
+
+def store_main(n: int, repeats: int = 5) -> None:
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        Catalog(scratch).close()
+        draw, categories, start = rng.random(n), np.full(n, "other", object), 0.0
+        for name, share in CATEGORY_SHARES.items():
+            categories[(draw >= start) & (draw < start + share)] = name
+            start += share
+        prices, makers = np.exp(rng.normal(5, 1, n)), rng.integers(0, 1000, n)
+        database = sqlite3.connect(Path(scratch) / "catalog.sqlite")
+        database.executemany("INSERT INTO items(key, id, title, category, price, currency, extra, added_at) "
+                             "VALUES(?, ?, 'a lot', ?, ?, 'EUR', ?, '2026-11-30')",
+                             ((key + 1, f"lot-{key}", categories[key], float(prices[key]),
+                               json.dumps({"maker": f"maker {makers[key]}", "period": "1900s"})) for key in range(n)))
+        database.executemany("INSERT INTO photos(key, item_key, position) VALUES(?, ?, 0)", ((key + 1, key + 1) for key in range(n)))
+        database.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
+        database.commit()
+        database.close()
+        in_sql, in_memory = Catalog(scratch), Catalog(scratch)
+        in_sql._columns_usable = False  # the baseline: every filter in SQL
+        low, mid, high = np.quantile(prices, [0.5, 0.51, 0.7])
+        filters = {**{name: ItemFilter(category=name) for name in CATEGORY_SHARES},
+                   "price, 1% of lots": ItemFilter(min_price=low, max_price=mid),
+                   "price, 20% of lots": ItemFilter(min_price=low, max_price=high),
+                   "a maker (0.1%)": ItemFilter(fields=(("maker", "maker 7"),)),
+                   "a 1% category and a maker": ItemFilter(category="a 1% category", fields=(("maker", "maker 7"),))}
+        started = time.perf_counter()
+        in_memory.photo_keys_matching(ItemFilter(category="none"))
+        columns_read_s = time.perf_counter() - started
+        rows = []
+        for name, item_filter in filters.items():
+            started = time.perf_counter()
+            first = in_memory.photo_keys_matching(item_filter)  # a field's column is read the first time
+            first_ms = (time.perf_counter() - started) * 1000
+            timings: dict[str, list[float]] = {"sql": [], "memory": []}
+            for _ in range(repeats):
+                for label, catalog in (("sql", in_sql), ("memory", in_memory)):
+                    began = time.perf_counter()
+                    found = catalog.photo_keys_matching(item_filter)
+                    timings[label].append((time.perf_counter() - began) * 1000)
+            assert sorted(found.tolist()) == sorted(first.tolist()) == sorted(in_sql.photo_keys_matching(item_filter).tolist())
+            rows.append({"filter": name, "matches": len(found), "SQL p50 ms": percentile(timings["sql"], 50),
+                         "in memory p50 ms": percentile(timings["memory"], 50),
+                         "in memory, first use ms": round(first_ms, 2)})
+            print(rows[-1], flush=True)
+    print(f"\nfinding the photos a filter matches, {n:,} lots of one photo on SQLite; the filter columns read in "
+          f"{columns_read_s:.1f} s on the first filtered search\n")
+    print_table(rows, list(rows[0]))
+    write_json(f"filter_store_{n}", {"n": n, "repeats": repeats, "columns_read_s": round(columns_read_s, 2), "rows": rows})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--store", action="store_true", help="time finding the matching photos in the catalogue instead")
     args = parser.parse_args()
+    if args.store:
+        store_main(args.n)
+        return
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "vectors.npy"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from lookalike.errors import LookalikeError
 from lookalike.pg import is_database_url
 from lookalike.store.database import PostgresDatabase, SqliteDatabase
+from lookalike.store.filter_columns import FilterColumns
 from lookalike.store.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS, TABLES
 
 DATABASE_NAME = "catalog.sqlite"
@@ -157,6 +159,12 @@ class Catalog:
         self.store = self._db.where
         #: Other processes may write to this store (PostgreSQL): a server's own index must follow their changes.
         self.shared = self._db.dialect == "postgresql"
+        #: The lots' filterable fields in memory (SQLite only), built on the first filtered search.
+        self._columns: FilterColumns | None = None
+        self._columns_usable = not self.shared
+        #: Taken by a write before it commits and held until its change is in the columns; never held while
+        #: waiting for the database (a write holds the database, then this: the other order would deadlock).
+        self._columns_lock = threading.Lock()
         self._migrate(create)
 
     def close(self) -> None:
@@ -210,6 +218,24 @@ class Catalog:
         """Bumped by every committed change; a saved index records the one it saw."""
         return int(self.get_meta("generation", "0"))
 
+    @contextmanager
+    def _write(self) -> Iterator[tuple]:
+        """A write transaction that keeps the filter columns in step: the body lists the lots it touched."""
+        touched: list[int] = []
+        holding = False
+        try:
+            with self.transaction() as db:
+                yield db, touched
+                columns = self._columns
+                changes = columns.changes(db, touched) if columns is not None else None
+                self._columns_lock.acquire()
+                holding = True
+            if self._columns is not None and changes is not None:
+                self._columns.apply(changes)  # if another write came between, the next filter reads them afresh
+        finally:
+            if holding:
+                self._columns_lock.release()
+
     def _bump(self, db) -> None:
         db.execute(
             "INSERT INTO meta(key, value) VALUES('generation', '1') "
@@ -235,7 +261,7 @@ class Catalog:
         self.check_model(model_id)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         changes = []
-        with self.transaction() as db:
+        with self._write() as (db, touched):
             if self.get_meta("model_id") is None or self.count_vectors(self.get_meta("model_id")) == 0:
                 self._set_meta(db, "model_id", model_id)
             for item, photos in lots:
@@ -256,6 +282,7 @@ class Catalog:
                      item.source_mtime_ns, now),
                 ).fetchone()
                 item.key = row[0]
+                touched.append(item.key)
                 change = LotChange(item.key)
                 if photos is not None:
                     self._replace_photos(db, item, photos, model_id, change)
@@ -304,7 +331,7 @@ class Catalog:
     def remove(self, ids: Iterable[str]) -> list[Item]:
         """Remove items with their photos and vectors; returns the removed ones, photos filled in."""
         removed = []
-        with self.transaction() as db:
+        with self._write() as (db, touched):
             for item_id in ids:
                 row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
                 if row is None:
@@ -312,6 +339,7 @@ class Catalog:
                 item = _row_to_item(row)
                 item.photos = self._photos_of(db, [item.key]).get(item.key, [])
                 removed.append(item)
+                touched.append(item.key)
                 db.execute("DELETE FROM items WHERE key = ?", (row[0],))
             if removed:
                 self._bump(db)
@@ -320,7 +348,7 @@ class Catalog:
     def replace_vectors(self, photo_keys: list[int], vectors: np.ndarray, model_id: str) -> None:
         """Store vectors of ``model_id`` beside the current model's (reindex
         fills them in, resumably, then switches)."""
-        with self.transaction() as db:
+        with self._write() as (db, _):
             db.executemany(
                 _PUT_VECTOR,
                 [(key, model_id, np.asarray(vector, np.float32).tobytes()) for key, vector in zip(photo_keys, vectors)],
@@ -329,7 +357,7 @@ class Catalog:
 
     def switch_model(self, model_id: str) -> None:
         """Make ``model_id`` the catalogue's model and drop other models' vectors."""
-        with self.transaction() as db:
+        with self._write() as (db, _):
             self._set_meta(db, "model_id", model_id)
             db.execute("DELETE FROM photo_vectors WHERE model_id != ?", (model_id,))
             self._bump(db)
@@ -392,12 +420,42 @@ class Catalog:
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def photo_keys_matching(self, item_filter: ItemFilter) -> np.ndarray:
-        """The photo keys of the items that match (the index is keyed by photo)."""
+        """The photo keys of the items that match (the index is keyed by photo), from the filter columns where
+        this process holds them, else in SQL."""
+        found = self._photo_keys_from_columns(item_filter)
+        if found is not None:
+            return found
         where, params = item_filter.sql(self._db)
         with self._db.read() as db:
             rows = db.execute(
                 f"SELECT photos.key FROM photos JOIN items ON items.key = photos.item_key WHERE {where}", params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def _photo_keys_from_columns(self, item_filter: ItemFilter) -> np.ndarray | None:
+        if not self._columns_usable:
+            return None
+        generation = self.generation
+        with self._columns_lock:
+            columns = self._columns
+        if columns is None or columns.generation < generation:  # never read, or another process wrote
+            with self._db.read() as db:
+                columns = FilterColumns.read(db)
+            if columns is None:
+                self._columns_usable = False  # keys too sparse for arrays
+                return None
+            with self._columns_lock:
+                if self._columns is None or self._columns.generation < columns.generation:
+                    self._columns = columns
+        for name in {name for name, _ in item_filter.fields} - set(columns.fields):
+            with self._db.read() as db:
+                read_at, column = FilterColumns.read_field(db, name)
+            with self._columns_lock:
+                if not columns.add_field(name, read_at, column):
+                    return None  # the catalogue changed meanwhile: SQL answers this once
+        with self._columns_lock:
+            if columns.generation < generation or not all(name in columns.fields for name, _ in item_filter.fields):
+                return None
+            return columns.photo_keys_matching(item_filter)
 
     def photo_owners(self, photo_keys: Iterable[int]) -> dict[int, tuple[int, int]]:
         """photo key -> (item key, position of the photo in its lot)."""
@@ -524,6 +582,7 @@ class Catalog:
                     out.executemany(insert, [tuple(row) for row in rows if table != "meta" or row[0] != "schema_version"])
                     copied[table] += len(rows)
             target._db.after_copy(out, self._db.highest_keys(source))
+        target._columns = None  # the copied change counter may be one the target's columns were at
         return copied
 
     def integrity_problems(self) -> list[str]:
