@@ -99,6 +99,7 @@ def store_main(n: int, repeats: int = 5) -> None:
         filters = {**{name: ItemFilter(category=name) for name in CATEGORY_SHARES},
                    "price, 1% of lots": ItemFilter(min_price=low, max_price=mid),
                    "price, 20% of lots": ItemFilter(min_price=low, max_price=high),
+                   "has a price (every estimate asks it)": ItemFilter(has_price=True),
                    "a maker (0.1%)": ItemFilter(fields=(("maker", "maker 7"),)),
                    "a 1% category and a maker": ItemFilter(category="a 1% category", fields=(("maker", "maker 7"),))}
         started = time.perf_counter()

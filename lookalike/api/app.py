@@ -125,8 +125,8 @@ def create_app(engine: Engine) -> BodySizeLimit:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        # Fitted once per catalogue state (engine/calibration.py); the first search should not wait for it.
-        threading.Thread(target=_warm_calibration, args=(engine,), daemon=True, name="calibration").start()
+        # Read once per catalogue state; the first search should not wait for them.
+        threading.Thread(target=_warm, args=(engine,), daemon=True, name="warm").start()
         yield
         await run_in_threadpool(engine.flush)
 
@@ -442,11 +442,11 @@ def _serve_docs_offline(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
-def _warm_calibration(engine: Engine) -> None:
+def _warm(engine: Engine) -> None:
     try:
-        engine.calibration()
-    except Exception:  # noqa: BLE001 - a search fits it again and reports what is wrong
-        logging.getLogger(__name__).exception("could not calibrate suggestions and price ranges")
+        engine.warm()
+    except Exception:  # noqa: BLE001 - a search reads them again and reports what is wrong
+        logging.getLogger(__name__).exception("could not read the filter columns and calibrate suggestions and price ranges")
 
 
 def _clean(text: str | None) -> str | None:

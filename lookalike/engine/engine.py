@@ -309,6 +309,12 @@ class Engine:
                                  "run `lookalike reindex`")
         return item, np.stack(vectors)
 
+    def warm(self) -> None:
+        """Read ahead what the first searches would wait for: the filter columns (every estimate filters on a
+        price) and the calibration."""
+        self.catalog.read_filter_columns()
+        self.calibration()
+
     # -- prices and suggested attributes (engine/calibration.py) ------------------------------------
     def calibration(self, refresh: bool = False, on_total: Callable[[int], None] | None = None,
                     on_progress: Callable[[int], None] | None = None) -> Calibration:

@@ -19,7 +19,8 @@ BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex, "hnsw": HnswIndex
 #: Below this many photo vectors exact search is both exact and fast enough.
 AUTO_EXACT_LIMIT = 20_000
 #: Above this many, hnsw's memory (5.2 GB per million 1280-d vectors for the graph, measured: benchmarks/README.md,
-#: and as much again for the contiguous copy its filtered searches scan) would take more than half a 24 GB machine,
+#: as much again for the contiguous copy its filtered searches re-rank from, and 0.5 GB for the projected copy they
+#: scan) would take more than half a 24 GB machine,
 #: so auto picks the compressed graph (1.4 GB per million, re-ranked exactly from the store). A million lots of five
 #: photos each is five million vectors: about 7 GB as hnsw-pca, 51 GB as hnsw.
 AUTO_HNSW_LIMIT = 1_000_000

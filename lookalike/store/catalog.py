@@ -431,6 +431,10 @@ class Catalog:
                 f"SELECT photos.key FROM photos JOIN items ON items.key = photos.item_key WHERE {where}", params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
+    def read_filter_columns(self) -> None:
+        """Read the filter columns now (2.5 s at a million lots), so the first filtered search need not."""
+        self._photo_keys_from_columns(ItemFilter(category=""))
+
     def _photo_keys_from_columns(self, item_filter: ItemFilter) -> np.ndarray | None:
         if not self._columns_usable:
             return None

@@ -22,6 +22,8 @@ import numpy as np
 #: Keys sparser than this (highest key over count) are left to SQL: the arrays are indexed by key.
 MAX_KEY_SPREAD = 4
 KEY_SLACK = 1 << 20
+#: Past this many lots or photos the keys would not fit the int32 arrays: SQL answers.
+MAX_KEY = 2**31 - 2
 
 
 class TextColumn:
@@ -60,8 +62,8 @@ class FilterColumns:
         self.sold_at = TextColumn(item_size)
         self.price = np.full(item_size, np.nan)
         self.fields: dict[str, TextColumn] = {}
-        #: photo key -> its lot's key, -1 where no photo has that key
-        self.photo_item = np.full(photo_size, -1, np.int64)
+        #: photo key -> its lot's key, -1 where no photo has that key (int32: keys are at most a few times the count)
+        self.photo_item = np.full(photo_size, -1, np.int32)
 
     @classmethod
     def read(cls, db) -> FilterColumns | None:
@@ -71,7 +73,8 @@ class FilterColumns:
             generation = _generation(db)
             (items, highest_item), = db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) FROM items")
             (photos, highest_photo), = db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) FROM photos")
-            if max(highest_item - MAX_KEY_SPREAD * items, highest_photo - MAX_KEY_SPREAD * photos) > KEY_SLACK:
+            if (max(highest_item - MAX_KEY_SPREAD * items, highest_photo - MAX_KEY_SPREAD * photos) > KEY_SLACK
+                    or max(highest_item, highest_photo) > MAX_KEY):
                 return None
             columns = cls(generation, highest_item + 1, highest_photo + 1)
             columns._set_items(db.execute("SELECT key, category, price, sold_at FROM items").fetchall())
@@ -99,7 +102,7 @@ class FilterColumns:
             self.price = np.concatenate([self.price, np.full(size - len(self.price), np.nan)])
         if photo_size > len(self.photo_item):
             size = max(photo_size, 2 * len(self.photo_item))
-            self.photo_item = np.concatenate([self.photo_item, np.full(size - len(self.photo_item), -1, np.int64)])
+            self.photo_item = np.concatenate([self.photo_item, np.full(size - len(self.photo_item), -1, np.int32)])
 
     def changes(self, db, item_keys: list[int]) -> tuple:
         """Inside a write's transaction: what the lots ``item_keys`` are now (gone ones included), to ``apply``
@@ -119,7 +122,7 @@ class FilterColumns:
     def apply(self, changes: tuple) -> bool:
         """Apply what ``changes`` read; False (and nothing applied) unless it follows this state directly."""
         generation, item_keys, rows, photos, fields = changes
-        if generation != self.generation + 1:
+        if generation != self.generation + 1 or max([*item_keys, *(key for key, _ in photos)], default=0) > MAX_KEY:
             return False
         self.generation = generation
         if not item_keys:
@@ -163,22 +166,23 @@ class FilterColumns:
 
     def photo_keys_matching(self, item_filter) -> np.ndarray:
         """The photo keys of the lots that match; every field filtered on must have its column."""
-        matches = np.ones(len(self.price), bool)
+        matches = np.ones(len(self.price) + 1, bool)  # the last slot stands for no lot: a photo key never given
+        matches[-1] = False
+        lots = matches[:-1]
         if item_filter.category is not None:
-            matches &= self.category.equals(item_filter.category)
+            lots &= self.category.equals(item_filter.category)
         with np.errstate(invalid="ignore"):
             if item_filter.min_price is not None:
-                matches &= self.price >= item_filter.min_price
+                lots &= self.price >= item_filter.min_price
             if item_filter.max_price is not None:
-                matches &= self.price <= item_filter.max_price
+                lots &= self.price <= item_filter.max_price
         if item_filter.has_price or item_filter.min_price is not None or item_filter.max_price is not None:
-            matches &= ~np.isnan(self.price)
+            lots &= ~np.isnan(self.price)
         for name, value in item_filter.fields:
-            matches &= self.fields[name].equals(value)
+            lots &= self.fields[name].equals(value)
         if item_filter.sold_before is not None:
-            matches &= self.sold_at.less_than(item_filter.sold_before)
-        owners = self.photo_item
-        return np.flatnonzero((owners >= 0) & matches[np.maximum(owners, 0)])
+            lots &= self.sold_at.less_than(item_filter.sold_before)
+        return np.flatnonzero(matches[self.photo_item])
 
 
 def _generation(db) -> int:
