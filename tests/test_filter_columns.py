@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lookalike.store import Catalog, Item, ItemFilter
+from lookalike.store import catalog as catalog_module
 from lookalike.store.catalog import Photo
 
 MODEL = "test-model:avg:224:p1"
@@ -57,9 +59,10 @@ def test_columns_agree_with_sql_through_writes_and_removals(tmp_path_factory, se
     rng = np.random.default_rng(seed)
     catalog = Catalog(tmp_path_factory.mktemp("columns"))
     catalog.write_lots([lot(rng, number) for number in range(40)], MODEL)
-    assert_same_as_sql(catalog, rng)  # the first filtered search reads the columns
-    assert catalog._columns is not None, "answered in SQL, not from the columns"
-    for step in range(6):
+    catalog.read_filter_columns()  # as serve does at its start
+    assert catalog._columns is not None
+    assert_same_as_sql(catalog, rng)
+    for _ in range(6):
         numbers = rng.choice(60, 8, replace=False).tolist()  # new lots and rewrites of existing ones
         catalog.write_lots([lot(rng, number) for number in numbers], MODEL)
         catalog.remove([f"lot-{number}" for number in rng.choice(60, 4, replace=False).tolist()])
@@ -72,10 +75,13 @@ def test_columns_agree_with_sql_through_writes_and_removals(tmp_path_factory, se
     catalog.close()
 
 
-def test_another_process_writing_is_seen(tmp_path):
+def test_another_process_writing_is_seen(tmp_path, monkeypatch):
+    """Behind another process's write, SQL answers while the columns are read again in the background."""
+    monkeypatch.setattr(catalog_module, "COLUMNS_REREAD_SECONDS", 0.0)
     rng = np.random.default_rng(3)
     catalog = Catalog(tmp_path)
     catalog.write_lots([lot(rng, number) for number in range(20)], MODEL)
+    catalog.read_filter_columns()
     clocks = ItemFilter(category="clocks")
     before = catalog.photo_keys_matching(clocks)
     script = (
@@ -85,8 +91,13 @@ def test_another_process_writing_is_seen(tmp_path):
         "c.remove([i.id for i in c.items() if i.category == 'clocks'][:1])"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path), MODEL], check=True)
-    after = catalog.photo_keys_matching(clocks)
+    after = catalog.photo_keys_matching(clocks)  # from SQL: the columns are behind
     assert sorted(after.tolist()) == sql_answer(catalog, clocks) and sorted(after.tolist()) != sorted(before.tolist())
+    deadline = time.monotonic() + 30
+    while catalog._columns.generation != catalog.generation and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert catalog._columns.generation == catalog.generation, "the columns were not read again"
+    assert_same_as_sql(catalog, rng)
 
 
 def test_sparse_keys_are_answered_in_sql(tmp_path):
@@ -95,5 +106,6 @@ def test_sparse_keys_are_answered_in_sql(tmp_path):
         for key in (5, 10**9):
             db.execute("INSERT INTO items(key, id, category, added_at) VALUES(?, ?, 'clocks', '2026')", (key, f"lot-{key}"))
             db.execute("INSERT INTO photos(key, item_key, position) VALUES(?, ?, 0)", (key, key))
-    assert sorted(catalog.photo_keys_matching(ItemFilter(category="clocks")).tolist()) == [5, 10**9]
+    catalog.read_filter_columns()
     assert catalog._columns is None
+    assert sorted(catalog.photo_keys_matching(ItemFilter(category="clocks")).tolist()) == [5, 10**9]

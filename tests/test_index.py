@@ -304,7 +304,9 @@ def test_a_projected_scan_finds_what_the_full_scan_finds(demo_vectors, tmp_path)
     queries = like_real(30)
     expected_keys, expected_scores = reference.search(queries, 10, allowed)
     index.save(tmp_path / "saved")
-    for searched in (index, load_index(tmp_path / "saved")):
+    loaded = load_index(tmp_path / "saved")
+    assert np.array_equal(loaded._projection, index._projection)  # kept, not learned again from what loaded
+    for searched in (index, loaded):
         found_keys, found_scores = searched.search(queries, 10, allowed)
         assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found_keys.tolist(), expected_keys.tolist())]) >= 0.98
         exact_scores = np.einsum("qd,qkd->qk", queries, vectors[found_keys])

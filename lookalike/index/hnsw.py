@@ -28,7 +28,6 @@ import numpy as np
 
 from lookalike.index.base import ApproximateIndex, as_keys, as_vectors, read_meta, top_k, write_meta
 
-#: hnswlib's saved index starts with these fields (hnswalg.h, saveIndex), then each element's level-0 block.
 #: The projected copy's width; vectors narrower than 4x this are scanned as they are.
 SCAN_COMPONENTS = 128
 #: A projected scan re-ranks at least this many of its best matches (and 4k) exactly from the full copy: with
@@ -37,6 +36,7 @@ SHORTLIST = 100
 #: Keys up to this far above the count get a row map (an array indexed by key); sparser keys use the dict alone.
 DENSE_KEY_SLACK = 1 << 20
 
+#: hnswlib's saved index starts with these fields (hnswalg.h, saveIndex), then each element's level-0 block.
 SAVED_HEADER = np.dtype([("offset_level0", "<u8"), ("max_elements", "<u8"), ("count", "<u8"), ("element_bytes", "<u8"),
                          ("label_offset", "<u8"), ("data_offset", "<u8"), ("max_level", "<i4"), ("entry_point", "<u4"),
                          ("max_m", "<u8"), ("max_m0", "<u8"), ("m", "<u8"), ("mult", "<f8"), ("ef_construction", "<u8")])
@@ -98,7 +98,7 @@ class HnswIndex(ApproximateIndex):
         if self._row_map is not None:
             keys = np.asarray(keys, np.int64)
             rows = self._row_map[np.clip(keys, 0, len(self._row_map) - 1)]
-            if len(keys) and ((rows < 0) | (keys >= len(self._row_map))).any():
+            if len(keys) and ((rows < 0) | (keys < 0) | (keys >= len(self._row_map))).any():
                 raise KeyError("a key the index does not hold")
             return rows
         return np.fromiter((self._rows[key] for key in np.asarray(keys).tolist()), np.int64, len(keys))

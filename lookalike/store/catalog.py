@@ -14,8 +14,10 @@ date by ordered migrations (store/schema.py) when a catalogue is opened.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,6 +126,9 @@ class ItemFilter:
         return (" AND ".join(clauses) or "1=1"), params
 
 
+#: How often filter columns left behind by another process's writes are read again (SQL answers meanwhile).
+COLUMNS_REREAD_SECONDS = 10.0
+
 _PUT_VECTOR = ("INSERT INTO photo_vectors(photo_key, model_id, vector) VALUES(?,?,?) "
                "ON CONFLICT(photo_key, model_id) DO UPDATE SET vector = excluded.vector")
 _ITEM_COLUMNS = "key, id, image_path, title, category, price, currency, sold_at, extra, source_size, source_mtime_ns"
@@ -162,6 +167,8 @@ class Catalog:
         #: The lots' filterable fields in memory (SQLite only), built on the first filtered search.
         self._columns: FilterColumns | None = None
         self._columns_usable = not self.shared
+        self._columns_reading = False
+        self._columns_read_at = -math.inf
         #: Taken by a write before it commits and held until its change is in the columns; never held while
         #: waiting for the database (a write holds the database, then this: the other order would deadlock).
         self._columns_lock = threading.Lock()
@@ -226,12 +233,15 @@ class Catalog:
         try:
             with self.transaction() as db:
                 yield db, touched
+                self._columns_lock.acquire()  # so no search adds a field column between reading and applying
+                holding = True
                 columns = self._columns
                 changes = columns.changes(db, touched) if columns is not None else None
-                self._columns_lock.acquire()
-                holding = True
-            if self._columns is not None and changes is not None:
-                self._columns.apply(changes)  # if another write came between, the next filter reads them afresh
+            if changes is not None:
+                try:
+                    columns.apply(changes)  # if another write came between, they are read afresh
+                except Exception:  # noqa: BLE001 - the write is committed: the columns are read afresh instead
+                    self._columns = None
         finally:
             if holding:
                 self._columns_lock.release()
@@ -432,32 +442,47 @@ class Catalog:
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def read_filter_columns(self) -> None:
-        """Read the filter columns now (2.5 s at a million lots), so the first filtered search need not."""
-        self._photo_keys_from_columns(ItemFilter(category=""))
+        """Read the filter columns now (2.5 s at a million lots), on a connection of their own."""
+        if not self._columns_usable:
+            return
+        try:
+            columns = FilterColumns.read(self._db.where)
+            with self._columns_lock:
+                if columns is None:
+                    self._columns_usable = False  # keys too sparse for arrays
+                elif self._columns is None or self._columns.generation < columns.generation:
+                    self._columns = columns
+        finally:
+            with self._columns_lock:
+                self._columns_reading = False
+                self._columns_read_at = time.monotonic()
+
+    def _read_filter_columns_later(self) -> None:
+        """One read at a time, in the background, at most every COLUMNS_REREAD_SECONDS: while another process
+        keeps writing, filters are answered in SQL rather than re-reading every lot after each of its writes."""
+        with self._columns_lock:
+            if self._columns_reading or time.monotonic() - self._columns_read_at < COLUMNS_REREAD_SECONDS:
+                return
+            self._columns_reading = True
+        threading.Thread(target=self.read_filter_columns, daemon=True, name="filter-columns").start()
 
     def _photo_keys_from_columns(self, item_filter: ItemFilter) -> np.ndarray | None:
+        """The answer from the filter columns, or None for SQL to give: no columns yet, or behind the store."""
         if not self._columns_usable:
             return None
         generation = self.generation
         with self._columns_lock:
             columns = self._columns
         if columns is None or columns.generation < generation:  # never read, or another process wrote
-            with self._db.read() as db:
-                columns = FilterColumns.read(db)
-            if columns is None:
-                self._columns_usable = False  # keys too sparse for arrays
-                return None
-            with self._columns_lock:
-                if self._columns is None or self._columns.generation < columns.generation:
-                    self._columns = columns
+            self._read_filter_columns_later()
+            return None
         for name in {name for name, _ in item_filter.fields} - set(columns.fields):
-            with self._db.read() as db:
-                read_at, column = FilterColumns.read_field(db, name)
+            field = FilterColumns.read_field(self._db.where, name)
             with self._columns_lock:
-                if not columns.add_field(name, read_at, column):
-                    return None  # the catalogue changed meanwhile: SQL answers this once
+                if field is None or self._columns is not columns or not columns.add_field(name, *field):
+                    return None  # unreadable, or the catalogue changed meanwhile: SQL answers this once
         with self._columns_lock:
-            if columns.generation < generation or not all(name in columns.fields for name, _ in item_filter.fields):
+            if self._columns is not columns or not all(name in columns.fields for name, _ in item_filter.fields):
                 return None
             return columns.photo_keys_matching(item_filter)
 

@@ -16,6 +16,8 @@ Values compare exactly as the SQL filter does: text by code point, a field as
 from __future__ import annotations
 
 import math
+import sqlite3
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -66,10 +68,9 @@ class FilterColumns:
         self.photo_item = np.full(photo_size, -1, np.int32)
 
     @classmethod
-    def read(cls, db) -> FilterColumns | None:
-        """From the store in one snapshot; None when the keys are too sparse to index arrays by."""
-        db.execute("BEGIN")
-        try:
+    def read(cls, path: str) -> FilterColumns | None:
+        """From the SQLite file at ``path`` in one snapshot; None when the keys are too sparse to index arrays by."""
+        with _snapshot(path) as db:
             generation = _generation(db)
             (items, highest_item), = db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) FROM items")
             (photos, highest_photo), = db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) FROM photos")
@@ -79,11 +80,9 @@ class FilterColumns:
             columns = cls(generation, highest_item + 1, highest_photo + 1)
             columns._set_items(db.execute("SELECT key, category, price, sold_at FROM items").fetchall())
             photo_rows = db.execute("SELECT key, item_key FROM photos").fetchall()
-            if photo_rows:
-                pairs = np.asarray(photo_rows, np.int64)
-                columns.photo_item[pairs[:, 0]] = pairs[:, 1]
-        finally:
-            db.execute("COMMIT")
+        if photo_rows:
+            pairs = np.asarray(photo_rows, np.int64)
+            columns.photo_item[pairs[:, 0]] = pairs[:, 1]
         return columns
 
     def _set_items(self, rows: list) -> None:
@@ -114,19 +113,26 @@ class FilterColumns:
             marks = ",".join("?" * len(chunk))
             rows += db.execute(f"SELECT key, category, price, sold_at FROM items WHERE key IN ({marks})", chunk).fetchall()
             photos += db.execute(f"SELECT key, item_key FROM photos WHERE item_key IN ({marks})", chunk).fetchall()
-            for name, values in fields.items():
-                values += db.execute(f"SELECT key, CAST(json_extract(extra, ?) AS TEXT) FROM items WHERE key IN ({marks})",
-                                     [_path(name), *chunk]).fetchall()
+            for name in list(fields):
+                try:
+                    fields[name] += db.execute(f"SELECT key, CAST(json_extract(extra, ?) AS TEXT) FROM items "
+                                               f"WHERE key IN ({marks})", [_path(name), *chunk]).fetchall()
+                except sqlite3.Error:  # unreadable to SQLite's JSON reader: the column is dropped, SQL answers
+                    del fields[name]
         return _generation(db), item_keys, rows, photos, fields
 
     def apply(self, changes: tuple) -> bool:
         """Apply what ``changes`` read; False (and nothing applied) unless it follows this state directly."""
         generation, item_keys, rows, photos, fields = changes
-        if generation != self.generation + 1 or max([*item_keys, *(key for key, _ in photos)], default=0) > MAX_KEY:
-            return False
+        highest = max([*item_keys, *(key for key, _ in photos)], default=0)
+        limit = min(MAX_KEY, MAX_KEY_SPREAD * max(len(self.price), len(self.photo_item)) + KEY_SLACK)
+        if generation != self.generation + 1 or highest > limit:
+            return False  # read afresh, or left to SQL if the keys have grown too sparse
         self.generation = generation
         if not item_keys:
             return True
+        for name in set(self.fields) - set(fields):
+            del self.fields[name]
         self._grow(max(item_keys) + 1, max((key for key, _ in photos), default=0) + 1)
         self.category.set(item_keys, [None] * len(item_keys))  # gone unless read back below
         self.sold_at.set(item_keys, [None] * len(item_keys))
@@ -143,14 +149,15 @@ class FilterColumns:
         return True
 
     @staticmethod
-    def read_field(db, name: str) -> tuple[int, TextColumn]:
-        """A metadata field's column as the store has it now, with the generation it was read at."""
-        db.execute("BEGIN")
+    def read_field(path: str, name: str) -> tuple[int, TextColumn] | None:
+        """A metadata field's column as the store has it now, with the generation it was read at; None when
+        SQLite cannot read it (a lot's fields hold what its JSON reader refuses, such as NaN)."""
         try:
-            generation = _generation(db)
-            values = db.execute("SELECT key, CAST(json_extract(extra, ?) AS TEXT) FROM items", (_path(name),)).fetchall()
-        finally:
-            db.execute("COMMIT")
+            with _snapshot(path) as db:
+                generation = _generation(db)
+                values = db.execute("SELECT key, CAST(json_extract(extra, ?) AS TEXT) FROM items", (_path(name),)).fetchall()
+        except sqlite3.Error:
+            return None
         column = TextColumn(max((key for key, _ in values), default=0) + 1)
         if values:
             column.set(*(list(part) for part in zip(*values)))
@@ -183,6 +190,17 @@ class FilterColumns:
         if item_filter.sold_before is not None:
             lots &= self.sold_at.less_than(item_filter.sold_before)
         return np.flatnonzero(matches[self.photo_item])
+
+
+@contextmanager
+def _snapshot(path: str):
+    """A read-only connection of its own, in one read transaction: the catalogue's connection stays free."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        db.execute("BEGIN")
+        yield db
+    finally:
+        db.close()
 
 
 def _generation(db) -> int:
