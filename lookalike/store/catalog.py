@@ -446,7 +446,10 @@ class Catalog:
         if not self._columns_usable:
             return
         try:
-            columns = FilterColumns.read(self._db.where)
+            try:
+                columns = FilterColumns.read(self._db.where)
+            except sqlite3.Error:  # unreadable now (the file locked or going away): SQL answers
+                return
             with self._columns_lock:
                 if columns is None:
                     self._columns_usable = False  # keys too sparse for arrays

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -195,7 +196,7 @@ class FilterColumns:
 @contextmanager
 def _snapshot(path: str):
     """A read-only connection of its own, in one read transaction: the catalogue's connection stays free."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
         db.execute("BEGIN")
         yield db
