@@ -43,7 +43,14 @@ K = 10
 SHARES = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.2)
 
 
-class Baseline(HnswIndex):
+class SameGraph(HnswIndex):
+    """Another policy over an index's own graph and copies (shared, not copied)."""
+
+    def __init__(self, index: HnswIndex):
+        self.__dict__.update(index.__dict__)
+
+
+class Baseline(SameGraph):
     """The policy before, as it was: the matches' vectors come from hnswlib one by one, scanned up to 500 of them."""
 
     def vectors_for(self, keys: np.ndarray) -> np.ndarray:
@@ -59,11 +66,11 @@ class Baseline(HnswIndex):
         return pad(*found, k) if found is not None else self.exact(queries, k, allowed_keys)
 
 
-class FullCopyScan(HnswIndex):
+class FullCopyScan(SameGraph):
     """The previous policy: the scan reads the full vectors (no projected copy), up to 11·sqrt(N) matches."""
 
     def __init__(self, index: HnswIndex):
-        self.__dict__.update(index.__dict__)
+        super().__init__(index)
         self._projection = None
 
 
@@ -148,9 +155,7 @@ def main() -> None:
             stop = min(start + 20_000, args.n)
             index.add(np.arange(start, stop), np.asarray(vectors[start:stop]))
         build_s = time.perf_counter() - started
-    baseline = Baseline.__new__(Baseline)
-    baseline.__dict__.update(index.__dict__)  # the same graph, searched the old way
-    full_copy = FullCopyScan(index)
+    baseline, full_copy = Baseline(index), FullCopyScan(index)
     keys = index.keys()
     rows = []
     with threadpool_limits(1):
